@@ -1,0 +1,30 @@
+//! The FastCGI half of wfcgi: FastCGI 1.0 for an application (the "responder" side), with no
+//! Python in it. Three layers, each usable and testable alone:
+//!
+//! - [`protocol`]: the sans-IO record codec (headers, the bodies of BEGIN_REQUEST, END_REQUEST
+//!   and UNKNOWN_TYPE, name-value pairs). Decoding says "need more" as `Ok(None)`; encoding
+//!   appends to a caller's buffer.
+//! - [`connection`]: the per-connection state machine, without IO: records in, [`Event`]s and
+//!   reply records out; multiplexing, keep-conn, GET_VALUES, aborts, refusals, violations.
+//! - [`server`]: the Tokio driver: [`Listener`]s (TCP, Unix socket, an inherited fd 0), one task
+//!   per connection that owns its socket and buffers, bounded request bodies and responses,
+//!   limits, graceful shutdown. Applications implement [`Handler`].
+//!
+//! [`Params`] is a request's params, kept as the raw stream plus an index (no copy per pair).
+
+pub mod connection;
+pub mod listener;
+pub mod params;
+pub mod protocol;
+pub mod request;
+pub mod server;
+
+pub use connection::{ConnectionConfig, Event, RequestHead};
+pub use listener::{BindError, BindOptions, ListenAddr, Listener, Peer, Stream};
+pub use params::Params;
+pub use protocol::{ProtocolError, ProtocolStatus, Record, RecordType, Role};
+pub use request::{
+    Body, BodyError, Failure, Request, Response, ResponseCapture, TryChunkError, TryWriteError,
+    WriteError,
+};
+pub use server::{Handler, ServeOutcome, Server, ServerConfig};

@@ -1,0 +1,513 @@
+//! Where connections come from.
+//!
+//! - `host:port` (IPv4 or IPv6): a TCP listener.
+//! - `unix:/path`: a Unix socket, with an optional file mode.
+//! - fd 0, as web servers that spawn the application pass it: a listening socket
+//!   (`FCGI_LISTENSOCK_FILENO`: Apache mod_fcgid, lighttpd, spawn-fcgi) is accepted on; a
+//!   connected stream (IIS hands over one connected pipe; on Unix a socketpair stands in for it)
+//!   is served as the one connection of the process's life.
+//!
+//! A new transport (the Windows named pipe, IIS's Tcp mode) is one more [`Listener`] variant
+//! producing one more [`Stream`] variant; the connection driver is generic over the stream.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::str::FromStr;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+#[cfg(unix)]
+use tokio::net::{UnixListener, UnixStream};
+
+/// A `--listen` address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// `host:port`; the host may be a name, an IPv4 address or a bracketed IPv6 address.
+    Tcp(String),
+    /// `unix:/path/to/socket`.
+    Unix(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid listen address {addr:?}: {why} (expected host:port, [ipv6]:port or unix:/path)")]
+pub struct InvalidListenAddr {
+    pub addr: String,
+    pub why: &'static str,
+}
+
+impl FromStr for ListenAddr {
+    type Err = InvalidListenAddr;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = |why| InvalidListenAddr {
+            addr: s.to_owned(),
+            why,
+        };
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(invalid("the socket path is empty"));
+            }
+            return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| invalid("there is no port"))?;
+        if host.is_empty() {
+            return Err(invalid("the host is empty (use 127.0.0.1 or 0.0.0.0)"));
+        }
+        if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+            return Err(invalid("an IPv6 address must be in brackets"));
+        }
+        port.parse::<u16>()
+            .map_err(|_| invalid("the port is not a number from 0 to 65535"))?;
+        Ok(ListenAddr::Tcp(s.to_owned()))
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => f.write_str(a),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// How to create a Unix socket.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BindOptions {
+    /// File mode of a Unix socket (e.g. `0o660` so that the web server's group may connect).
+    /// `None` leaves what the umask gives.
+    pub unix_mode: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("cannot listen on {addr}: the address is already in use (another wfcgi, or another server, is listening there)")]
+    InUse { addr: ListenAddr },
+    #[error("cannot listen on {addr}: {path} exists and is not a socket; remove it or choose another path")]
+    NotASocket { addr: ListenAddr, path: PathBuf },
+    #[error("cannot listen on {addr}: {source}")]
+    Io {
+        addr: ListenAddr,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Who is on the other end of a connection (for logs and `FCGI_WEB_SERVER_ADDRS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    Tcp(SocketAddr),
+    Unix,
+    /// The connection inherited on fd 0.
+    Inherited,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Tcp(a) => write!(f, "{a}"),
+            Peer::Unix => f.write_str("unix"),
+            Peer::Inherited => f.write_str("fd0"),
+        }
+    }
+}
+
+/// A source of connections.
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(TcpListener),
+    #[cfg(unix)]
+    Unix {
+        listener: UnixListener,
+        /// Removed when the listener is dropped.
+        path: Option<PathBuf>,
+    },
+    /// One connection handed over already connected; `None` once it has been taken.
+    Connected(Option<Stream>),
+}
+
+impl Listener {
+    pub async fn bind(addr: &ListenAddr, options: BindOptions) -> Result<Listener, BindError> {
+        let io_err = |source: io::Error| {
+            if source.kind() == io::ErrorKind::AddrInUse {
+                BindError::InUse { addr: addr.clone() }
+            } else {
+                BindError::Io {
+                    addr: addr.clone(),
+                    source,
+                }
+            }
+        };
+        match addr {
+            ListenAddr::Tcp(a) => Ok(Listener::Tcp(TcpListener::bind(a).await.map_err(io_err)?)),
+            #[cfg(unix)]
+            ListenAddr::Unix(path) => {
+                remove_stale_socket(addr, path)?;
+                let listener = UnixListener::bind(path).map_err(io_err)?;
+                if let Some(mode) = options.unix_mode {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                        .map_err(io_err)?;
+                }
+                Ok(Listener::Unix {
+                    listener,
+                    path: Some(path.clone()),
+                })
+            }
+            #[cfg(not(unix))]
+            ListenAddr::Unix(_) => Err(io_err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "Unix sockets are not available on this platform",
+            ))),
+        }
+    }
+
+    /// The socket a spawning web server passed on fd 0: accepted on if it is listening, served
+    /// as the process's one connection if it is connected. fd 0 is replaced by `/dev/null`
+    /// (so that closing our connection really closes it, and nothing else reads it).
+    #[cfg(unix)]
+    pub fn from_stdin() -> io::Result<Listener> {
+        inherited::take_fd0()
+    }
+
+    /// Whether this listener yields one connection only (after which the server is done).
+    pub fn is_single_connection(&self) -> bool {
+        matches!(self, Listener::Connected(_))
+    }
+
+    /// Waits for the next connection. A [`Listener::Connected`] yields its one stream and then
+    /// never again.
+    pub async fn accept(&mut self) -> io::Result<(Stream, Peer)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                // Responses are written whole; Nagle would only delay the last record.
+                s.set_nodelay(true)?;
+                Ok((Stream::Tcp(s), Peer::Tcp(peer)))
+            }
+            #[cfg(unix)]
+            Listener::Unix { listener, .. } => {
+                let (s, _) = listener.accept().await?;
+                Ok((Stream::Unix(s), Peer::Unix))
+            }
+            Listener::Connected(stream) => match stream.take() {
+                Some(s) => Ok((s, Peer::Inherited)),
+                None => std::future::pending().await,
+            },
+        }
+    }
+
+    /// A description for the log: the bound address, with the real port when 0 was asked for.
+    pub fn local_addr(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| "tcp".into()),
+            #[cfg(unix)]
+            Listener::Unix { path, .. } => match path {
+                Some(p) => format!("unix:{}", p.display()),
+                None => "unix:(inherited)".into(),
+            },
+            Listener::Connected(_) => "fd0 (connected)".into(),
+        }
+    }
+}
+
+#[cfg(unix)]
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix {
+            path: Some(path), ..
+        } = self
+        {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A socket file left by a process that died is removed; one that answers is in use.
+#[cfg(unix)]
+fn remove_stale_socket(addr: &ListenAddr, path: &Path) -> Result<(), BindError> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Err(BindError::NotASocket {
+            addr: addr.clone(),
+            path: path.to_owned(),
+        });
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(BindError::InUse { addr: addr.clone() });
+    }
+    std::fs::remove_file(path).map_err(|source| BindError::Io {
+        addr: addr.clone(),
+        source,
+    })
+}
+
+/// One connection's byte stream.
+#[derive(Debug)]
+pub enum Stream {
+    Tcp(TcpStream),
+    #[cfg(unix)]
+    Unix(UnixStream),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(unix)]
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(unix)]
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            #[cfg(unix)]
+            Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(unix)]
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(unix)]
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(unix)]
+mod inherited {
+    //! fd 0 as spawning web servers pass it. All the unsafe FFI of this crate is here.
+    use super::*;
+    use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+    fn last_error(what: &str) -> io::Error {
+        let e = io::Error::last_os_error();
+        io::Error::new(e.kind(), format!("{what}: {e}"))
+    }
+
+    /// `SO_ACCEPTCONN` tells a listening socket from a connected one.
+    fn is_listening(fd: RawFd) -> io::Result<bool> {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: value and len are valid for writes and len is value's size.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_ACCEPTCONN,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(last_error("getsockopt(SO_ACCEPTCONN) on fd 0"));
+        }
+        Ok(value != 0)
+    }
+
+    fn family(fd: RawFd) -> io::Result<libc::sa_family_t> {
+        // SAFETY: sockaddr_storage is plain data; zeroed is a valid value.
+        let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: addr and len are valid for writes and len is addr's size.
+        let rc = unsafe {
+            libc::getsockname(
+                fd,
+                (&mut addr as *mut libc::sockaddr_storage).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(last_error("getsockname on fd 0"));
+        }
+        Ok(addr.ss_family)
+    }
+
+    pub(super) fn take_fd0() -> io::Result<Listener> {
+        // SAFETY: fstat writes into a zeroed, properly sized stat buffer.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; fd 0 may be closed, which fstat reports as EBADF.
+        if unsafe { libc::fstat(0, &mut st) } != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "fd 0 is closed: wfcgi with no subcommand serves the socket a web server passes \
+                 on fd 0; to run it by hand use `wfcgi serve --listen 127.0.0.1:9000`",
+            ));
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "fd 0 is not a socket: wfcgi with no subcommand serves the socket a web server \
+                 passes on fd 0 (IIS, mod_fcgid, spawn-fcgi); to run it by hand use \
+                 `wfcgi serve --listen 127.0.0.1:9000`",
+            ));
+        }
+        let listening = is_listening(0)?;
+        let family = family(0)?;
+        // SAFETY: dup of an open descriptor; the result is checked below.
+        let fd = unsafe { libc::dup(0) };
+        if fd < 0 {
+            return Err(last_error("dup(0)"));
+        }
+        // SAFETY: fd was just returned by dup and is owned by nothing else.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        replace_fd0_with_dev_null()?;
+        let unix = family == libc::AF_UNIX as libc::sa_family_t;
+        let listener = match (listening, unix) {
+            (true, true) => {
+                let l = std::os::unix::net::UnixListener::from(owned);
+                l.set_nonblocking(true)?;
+                Listener::Unix {
+                    listener: UnixListener::from_std(l)?,
+                    path: None,
+                }
+            }
+            (true, false) => {
+                let l = std::net::TcpListener::from(owned);
+                l.set_nonblocking(true)?;
+                Listener::Tcp(TcpListener::from_std(l)?)
+            }
+            (false, true) => {
+                let s = std::os::unix::net::UnixStream::from(owned);
+                s.set_nonblocking(true)?;
+                Listener::Connected(Some(Stream::Unix(UnixStream::from_std(s)?)))
+            }
+            (false, false) => {
+                let s = std::net::TcpStream::from(owned);
+                s.set_nonblocking(true)?;
+                s.set_nodelay(true)?;
+                Listener::Connected(Some(Stream::Tcp(TcpStream::from_std(s)?)))
+            }
+        };
+        Ok(listener)
+    }
+
+    fn replace_fd0_with_dev_null() -> io::Result<()> {
+        let null = std::fs::File::open("/dev/null")?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: both descriptors are open; dup2 atomically replaces fd 0.
+        if unsafe { libc::dup2(null.as_raw_fd(), 0) } < 0 {
+            return Err(last_error("dup2(/dev/null, 0)"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_parse() {
+        let ok = [
+            ("127.0.0.1:9000", ListenAddr::Tcp("127.0.0.1:9000".into())),
+            ("[::1]:0", ListenAddr::Tcp("[::1]:0".into())),
+            ("localhost:9000", ListenAddr::Tcp("localhost:9000".into())),
+            (
+                "unix:/run/wfcgi.sock",
+                ListenAddr::Unix("/run/wfcgi.sock".into()),
+            ),
+        ];
+        for (s, expected) in ok {
+            assert_eq!(s.parse::<ListenAddr>().unwrap(), expected, "{s}");
+            assert_eq!(expected.to_string(), s);
+        }
+        let bad = [
+            ("9000", "there is no port"),
+            (":9000", "the host is empty"),
+            ("127.0.0.1:http", "the port is not a number"),
+            ("::1:9000", "in brackets"),
+            ("unix:", "the socket path is empty"),
+        ];
+        for (s, why) in bad {
+            let e = s.parse::<ListenAddr>().unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains(s), "{s}: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unix_socket_gets_its_mode_and_is_removed_on_drop() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("wfcgi-listener-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let addr = ListenAddr::Unix(path.clone());
+        let l = Listener::bind(
+            &addr,
+            BindOptions {
+                unix_mode: Some(0o660),
+            },
+        )
+        .await
+        .unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
+        // A second bind while the first answers is refused.
+        let e = Listener::bind(&addr, BindOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BindError::InUse { .. }), "{e}");
+        drop(l);
+        assert!(!path.exists());
+        // A stale socket file (nothing listening) is replaced.
+        let stale = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        drop(stale);
+        let l = Listener::bind(&addr, BindOptions::default()).await.unwrap();
+        drop(l);
+        // A regular file is never replaced.
+        std::fs::write(&path, b"data").unwrap();
+        let e = Listener::bind(&addr, BindOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BindError::NotASocket { .. }), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

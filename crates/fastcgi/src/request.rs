@@ -1,0 +1,536 @@
+//! What a [`Handler`](crate::Handler) is given: a [`Request`] with its [`Params`], its body as a
+//! [`Body`] stream and a [`Response`] writer.
+//!
+//! Body and response are usable from async code and from plain threads (the WSGI bridge's
+//! Python threads): each has an async method, a `blocking_` twin and a `try_` form that never
+//! waits, so a caller holding a lock (the GIL) can try first and release it only to wait.
+//!
+//! Backpressure: a body holds at most `ServerConfig::body_buffer_records` records beyond what the
+//! handler has read, and the connection stops reading its socket while that is full. Responses
+//! draw on a per-connection byte budget (`ServerConfig::response_buffer_bytes`) that is returned
+//! as the connection task takes the data to send, so a slow reader holds memory flat.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, Semaphore, TryAcquireError};
+
+use crate::params::Params;
+use crate::protocol::Role;
+
+/// State one request's handles share with the connection task.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    flags: AtomicU8,
+}
+
+impl Shared {
+    pub(crate) const ABORTED: u8 = 1;
+    pub(crate) const CLOSED: u8 = 2;
+    pub(crate) const STDIN_DONE: u8 = 4;
+
+    pub(crate) fn set(&self, flag: u8) {
+        self.flags.fetch_or(flag, Ordering::Release);
+    }
+
+    fn get(&self) -> u8 {
+        self.flags.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_failed(&self) -> bool {
+        self.get() & (Self::ABORTED | Self::CLOSED) != 0
+    }
+
+    fn failure(&self) -> Option<Failure> {
+        let f = self.get();
+        if f & Self::ABORTED != 0 {
+            Some(Failure::Aborted)
+        } else if f & Self::CLOSED != 0 {
+            Some(Failure::ConnectionClosed)
+        } else {
+            None
+        }
+    }
+}
+
+/// Why a request can no longer be read or written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// The web server sent `FCGI_ABORT_REQUEST` (its client went away).
+    #[error("the web server aborted the request")]
+    Aborted,
+    /// The connection to the web server is gone.
+    #[error("the connection to the web server closed")]
+    ConnectionClosed,
+}
+
+pub type BodyError = Failure;
+pub type WriteError = Failure;
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TryChunkError {
+    #[error("no body data is available yet")]
+    Empty,
+    #[error(transparent)]
+    Failed(Failure),
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TryWriteError {
+    /// The connection's output budget is spent: wait (`write`/`blocking_write`) instead.
+    #[error("the connection's response buffer is full")]
+    Full(Bytes),
+    #[error(transparent)]
+    Failed(Failure),
+}
+
+/// A message from a request's handles to its connection task.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    Stdout { id: u16, data: Bytes, permits: u32 },
+    Stderr { id: u16, data: Bytes, permits: u32 },
+    End { id: u16, app_status: u32 },
+}
+
+/// One FastCGI request, handed to [`Handler::handle`](crate::Handler::handle) once its params
+/// are complete. Its body may still be arriving.
+#[derive(Debug)]
+pub struct Request {
+    pub(crate) id: u16,
+    pub(crate) role: Role,
+    pub(crate) keep_conn: bool,
+    pub(crate) params: Params,
+    pub(crate) body: Body,
+    pub(crate) response: Response,
+}
+
+impl Request {
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    /// `FCGI_KEEP_CONN` was set: the web server reuses the connection.
+    pub fn keep_conn(&self) -> bool {
+        self.keep_conn
+    }
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+    /// The web server aborted the request, or its connection is gone: there is no one to answer.
+    pub fn is_aborted(&self) -> bool {
+        self.response.is_aborted()
+    }
+    pub fn into_parts(self) -> (Params, Body, Response) {
+        (self.params, self.body, self.response)
+    }
+}
+
+/// The request body (`FCGI_STDIN`), read as it arrives.
+#[derive(Debug)]
+pub struct Body {
+    /// Records that arrived before the request was handed over.
+    buffered: VecDeque<Bytes>,
+    /// `None` once everything is in `buffered` (or the stream has ended).
+    rx: Option<mpsc::Receiver<Bytes>>,
+    shared: Arc<Shared>,
+}
+
+impl Body {
+    pub(crate) fn new(
+        buffered: VecDeque<Bytes>,
+        rx: Option<mpsc::Receiver<Bytes>>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Body {
+            buffered,
+            rx,
+            shared,
+        }
+    }
+
+    /// A complete body held in memory (tests, benches, tools).
+    pub fn full(data: Bytes) -> Body {
+        let mut buffered = VecDeque::new();
+        if !data.is_empty() {
+            buffered.push_back(data);
+        }
+        Body::new(buffered, None, Arc::new(Shared::default()))
+    }
+
+    /// The end of the stream was reached (or nothing more can come).
+    fn ended(&mut self) -> Result<Option<Bytes>, BodyError> {
+        let flags = self.shared.get();
+        self.rx = None;
+        if flags & Shared::STDIN_DONE != 0 && flags & Shared::ABORTED == 0 {
+            Ok(None)
+        } else {
+            Err(self.shared.failure().unwrap_or(Failure::ConnectionClosed))
+        }
+    }
+
+    /// The next piece of the body; `Ok(None)` at its end.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, BodyError> {
+        if let Some(b) = self.buffered.pop_front() {
+            return Ok(Some(b));
+        }
+        let Some(rx) = &mut self.rx else {
+            return Ok(None);
+        };
+        match rx.recv().await {
+            Some(b) => Ok(Some(b)),
+            None => self.ended(),
+        }
+    }
+
+    /// [`Body::chunk`] from a thread that is not running an async runtime.
+    pub fn blocking_chunk(&mut self) -> Result<Option<Bytes>, BodyError> {
+        block_on(self.chunk())
+    }
+
+    /// The next piece if one is here already; `TryChunkError::Empty` if it would have to wait.
+    pub fn try_chunk(&mut self) -> Result<Option<Bytes>, TryChunkError> {
+        if let Some(b) = self.buffered.pop_front() {
+            return Ok(Some(b));
+        }
+        let Some(rx) = &mut self.rx else {
+            return Ok(None);
+        };
+        match rx.try_recv() {
+            Ok(b) => Ok(Some(b)),
+            Err(mpsc::error::TryRecvError::Empty) => Err(TryChunkError::Empty),
+            Err(mpsc::error::TryRecvError::Disconnected) => {
+                self.ended().map_err(TryChunkError::Failed)
+            }
+        }
+    }
+}
+
+/// Writes a request's response as `FCGI_STDOUT` (and `FCGI_STDERR`) records and ends it.
+///
+/// Writes of any size are accepted: the connection task frames them into records of at most
+/// 65535 bytes without copying large ones. Dropping a `Response` without [`Response::finish`]
+/// ends the request with app status 1.
+#[derive(Debug)]
+pub struct Response {
+    id: u16,
+    tx: mpsc::UnboundedSender<Outgoing>,
+    budget: Arc<Semaphore>,
+    /// The most one write may take from `budget`; a larger write takes this much.
+    max_permits: u32,
+    shared: Arc<Shared>,
+    finished: bool,
+}
+
+impl Response {
+    pub(crate) fn new(
+        id: u16,
+        tx: mpsc::UnboundedSender<Outgoing>,
+        budget: Arc<Semaphore>,
+        max_permits: u32,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Response {
+            id,
+            tx,
+            budget,
+            max_permits,
+            shared,
+            finished: false,
+        }
+    }
+
+    /// A writer whose output is captured in memory rather than sent (tests, the in-process
+    /// dispatch bench).
+    pub fn for_test(id: u16) -> (Response, ResponseCapture) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let budget = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
+        let response = Response::new(id, tx, budget, u32::MAX, Arc::new(Shared::default()));
+        let capture = ResponseCapture {
+            rx,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            app_status: None,
+        };
+        (response, capture)
+    }
+
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    pub fn is_aborted(&self) -> bool {
+        self.shared.failure().is_some() || self.tx.is_closed()
+    }
+
+    fn check(&self) -> Result<(), Failure> {
+        match self.shared.failure() {
+            Some(f) => Err(f),
+            None if self.tx.is_closed() => Err(Failure::ConnectionClosed),
+            None => Ok(()),
+        }
+    }
+
+    fn permits_for(&self, data: &Bytes) -> u32 {
+        u32::try_from(data.len())
+            .unwrap_or(u32::MAX)
+            .min(self.max_permits)
+    }
+
+    fn send(&self, stderr: bool, data: Bytes, permits: u32) -> Result<(), Failure> {
+        let id = self.id;
+        let msg = if stderr {
+            Outgoing::Stderr { id, data, permits }
+        } else {
+            Outgoing::Stdout { id, data, permits }
+        };
+        self.tx.send(msg).map_err(|_| Failure::ConnectionClosed)
+    }
+
+    async fn write_to(&mut self, stderr: bool, data: Bytes) -> Result<(), WriteError> {
+        self.check()?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let permits = self.permits_for(&data);
+        match self.budget.acquire_many(permits).await {
+            Ok(p) => p.forget(),
+            Err(_) => return Err(Failure::ConnectionClosed),
+        }
+        self.send(stderr, data, permits)
+    }
+
+    fn try_write_to(&mut self, stderr: bool, data: Bytes) -> Result<(), TryWriteError> {
+        self.check().map_err(TryWriteError::Failed)?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let permits = self.permits_for(&data);
+        match self.budget.try_acquire_many(permits) {
+            Ok(p) => p.forget(),
+            Err(TryAcquireError::NoPermits) => return Err(TryWriteError::Full(data)),
+            Err(TryAcquireError::Closed) => {
+                return Err(TryWriteError::Failed(Failure::ConnectionClosed))
+            }
+        }
+        self.send(stderr, data, permits)
+            .map_err(TryWriteError::Failed)
+    }
+
+    /// Sends response bytes (`FCGI_STDOUT`), waiting while the connection's buffer is full.
+    pub async fn write(&mut self, data: Bytes) -> Result<(), WriteError> {
+        self.write_to(false, data).await
+    }
+
+    /// [`Response::write`] from a thread that is not running an async runtime.
+    pub fn blocking_write(&mut self, data: Bytes) -> Result<(), WriteError> {
+        block_on(self.write_to(false, data))
+    }
+
+    /// [`Response::write`] if it need not wait; else `TryWriteError::Full` gives the data back.
+    pub fn try_write(&mut self, data: Bytes) -> Result<(), TryWriteError> {
+        self.try_write_to(false, data)
+    }
+
+    /// Sends `FCGI_STDERR` bytes (IIS shows them in its error page by default).
+    pub async fn write_stderr(&mut self, data: Bytes) -> Result<(), WriteError> {
+        self.write_to(true, data).await
+    }
+
+    pub fn blocking_write_stderr(&mut self, data: Bytes) -> Result<(), WriteError> {
+        block_on(self.write_to(true, data))
+    }
+
+    /// Ends the request: the streams close and `FCGI_END_REQUEST` follows what was written.
+    /// Never waits.
+    pub fn finish(mut self, app_status: u32) {
+        self.end(app_status);
+    }
+
+    fn end(&mut self, app_status: u32) {
+        if !self.finished {
+            self.finished = true;
+            let _ = self.tx.send(Outgoing::End {
+                id: self.id,
+                app_status,
+            });
+        }
+    }
+}
+
+impl Drop for Response {
+    fn drop(&mut self) {
+        self.end(1);
+    }
+}
+
+/// What a [`Response::for_test`] writer produced.
+#[derive(Debug)]
+pub struct ResponseCapture {
+    rx: mpsc::UnboundedReceiver<Outgoing>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    app_status: Option<u32>,
+}
+
+impl ResponseCapture {
+    fn drain(&mut self) {
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                Outgoing::Stdout { data, .. } => self.stdout.extend_from_slice(&data),
+                Outgoing::Stderr { data, .. } => self.stderr.extend_from_slice(&data),
+                Outgoing::End { app_status, .. } => self.app_status = Some(app_status),
+            }
+        }
+    }
+
+    /// Everything written to STDOUT so far.
+    pub fn stdout(&mut self) -> &[u8] {
+        self.drain();
+        &self.stdout
+    }
+
+    pub fn stderr(&mut self) -> &[u8] {
+        self.drain();
+        &self.stderr
+    }
+
+    /// The app status, once the response has ended.
+    pub fn app_status(&mut self) -> Option<u32> {
+        self.drain();
+        self.app_status
+    }
+
+    /// Forgets what was captured (a bench reuses one capture).
+    pub fn clear(&mut self) {
+        self.drain();
+        self.stdout.clear();
+        self.stderr.clear();
+        self.app_status = None;
+    }
+}
+
+/// Runs a future to completion on the current thread, parking it while the future waits.
+/// For the `blocking_` methods, which plain threads call; tokio's sync primitives wake any waker.
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct ThreadWaker(std::thread::Thread);
+    impl Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(out) => return out,
+            Poll::Pending => std::thread::park(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_body_yields_its_data_then_ends() {
+        let mut body = Body::full(Bytes::from_static(b"abc"));
+        assert_eq!(body.try_chunk().unwrap().unwrap(), "abc");
+        assert_eq!(body.try_chunk(), Ok(None));
+        assert_eq!(body.blocking_chunk(), Ok(None));
+        assert_eq!(Body::full(Bytes::new()).blocking_chunk(), Ok(None));
+    }
+
+    #[test]
+    fn streaming_body_distinguishes_end_from_abort() {
+        let (tx, rx) = mpsc::channel(2);
+        let shared = Arc::new(Shared::default());
+        let mut body = Body::new(VecDeque::new(), Some(rx), shared.clone());
+        assert_eq!(body.try_chunk(), Err(TryChunkError::Empty));
+        tx.try_send(Bytes::from_static(b"x")).unwrap();
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            tx.blocking_send(Bytes::from_static(b"y")).unwrap();
+            shared.set(Shared::STDIN_DONE);
+        });
+        assert_eq!(body.blocking_chunk().unwrap().unwrap(), "x");
+        assert_eq!(
+            body.blocking_chunk().unwrap().unwrap(),
+            "y",
+            "waits for the sender"
+        );
+        sender.join().unwrap();
+        assert_eq!(body.blocking_chunk(), Ok(None));
+
+        let (tx, rx) = mpsc::channel::<Bytes>(2);
+        let shared = Arc::new(Shared::default());
+        let mut body = Body::new(VecDeque::new(), Some(rx), shared.clone());
+        shared.set(Shared::ABORTED);
+        drop(tx);
+        assert_eq!(body.blocking_chunk(), Err(Failure::Aborted));
+    }
+
+    #[test]
+    fn capture_collects_writes_and_the_end() {
+        let (mut response, mut capture) = Response::for_test(1);
+        response
+            .try_write(Bytes::from_static(b"Status: 200 OK\r\n\r\n"))
+            .unwrap();
+        response.blocking_write(Bytes::from_static(b"hi")).unwrap();
+        response
+            .blocking_write_stderr(Bytes::from_static(b"oops"))
+            .unwrap();
+        assert_eq!(capture.app_status(), None);
+        response.finish(0);
+        assert_eq!(capture.stdout(), b"Status: 200 OK\r\n\r\nhi");
+        assert_eq!(capture.stderr(), b"oops");
+        assert_eq!(capture.app_status(), Some(0));
+    }
+
+    #[test]
+    fn dropped_response_ends_with_status_1() {
+        let (response, mut capture) = Response::for_test(1);
+        drop(response);
+        assert_eq!(capture.app_status(), Some(1));
+    }
+
+    #[test]
+    fn try_write_gives_data_back_when_the_budget_is_spent() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let budget = Arc::new(Semaphore::new(4));
+        let mut r = Response::new(1, tx, budget.clone(), 4, Arc::new(Shared::default()));
+        r.try_write(Bytes::from_static(b"1234")).unwrap();
+        assert_eq!(
+            r.try_write(Bytes::from_static(b"5")),
+            Err(TryWriteError::Full(Bytes::from_static(b"5")))
+        );
+        budget.add_permits(1);
+        r.try_write(Bytes::from_static(b"5")).unwrap();
+        budget.close();
+        assert_eq!(
+            r.blocking_write(Bytes::from_static(b"6")),
+            Err(Failure::ConnectionClosed)
+        );
+    }
+
+    #[test]
+    fn writes_fail_once_aborted() {
+        let (mut r, _capture) = Response::for_test(1);
+        r.shared.set(Shared::ABORTED);
+        assert!(r.is_aborted());
+        assert_eq!(
+            r.blocking_write(Bytes::from_static(b"x")),
+            Err(Failure::Aborted)
+        );
+    }
+}

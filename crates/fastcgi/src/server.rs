@@ -1,0 +1,736 @@
+//! The Tokio server: accept loops, one driver task per connection, limits, graceful shutdown.
+//!
+//! The driver is the only owner of its socket and buffers. It parses every whole record in its
+//! read buffer before reading again, feeds them to the [`Connection`] state machine, hands
+//! complete requests to the [`Handler`], moves body records into the requests' bounded channels
+//! and frames what the handlers write. While a request's body channel is full it stops reading
+//! the socket (the web server then waits), but it keeps writing responses.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tracing::{debug, info, trace, warn, Instrument};
+
+use crate::connection::{Connection, ConnectionConfig, Event, Refusal, RequestHead};
+use crate::listener::{Listener, Peer};
+use crate::protocol::{self, ProtocolError, Record, RecordType, MAX_CONTENT_LEN};
+use crate::request::{Body, Outgoing, Request, Response, Shared};
+
+/// The application side of the server.
+pub trait Handler: Send + Sync + 'static {
+    /// Called on the connection's task as soon as a request's params are complete (its body may
+    /// still be arriving). Must not block: queue the request or spawn a task, and return.
+    fn handle(&self, request: Request);
+}
+
+/// Every limit and timeout of the server, with its default.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Connections open at once; further ones wait in the listen backlog. Default 1024.
+    pub max_connections: usize,
+    /// Requests in progress on one connection (multiplexing). One more is refused with
+    /// `FCGI_OVERLOADED`. Default 64; nginx and IIS use one at a time.
+    pub max_requests_per_connection: usize,
+    /// Bytes of params one request may send. Default 256 KiB: well above nginx's and IIS's
+    /// default header limits (tens of KiB), far below what could hurt.
+    pub max_params_bytes: usize,
+    /// Time from BEGIN_REQUEST until the params are complete; past it the connection is closed.
+    /// Default 30 s. Web servers send params at once; a slow one is broken or hostile.
+    pub params_timeout: Duration,
+    /// Body records (each at most 64 KiB) buffered per request beyond what the handler has read.
+    /// Default 4. While full, the connection's socket is not read.
+    pub body_buffer_records: usize,
+    /// Response bytes a connection may hold before writers wait. Default 256 KiB.
+    pub response_buffer_bytes: usize,
+    /// On shutdown, how long in-flight requests may take to finish. Default 30 s (IIS's
+    /// `signalBeforeTerminateSeconds` is usually set to about this).
+    pub shutdown_grace: Duration,
+    /// `FCGI_WEB_SERVER_ADDRS`: TCP peers allowed to connect; `None` allows any.
+    pub allowed_peers: Option<Vec<IpAddr>>,
+    /// Answered as `FCGI_MAX_REQS`; `None` answers `max_connections * max_requests_per_connection`.
+    /// A handler with a smaller capacity (a thread pool) should say so here.
+    pub advertised_max_requests: Option<usize>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_connections: 1024,
+            max_requests_per_connection: 64,
+            max_params_bytes: 256 * 1024,
+            params_timeout: Duration::from_secs(30),
+            body_buffer_records: 4,
+            response_buffer_bytes: 256 * 1024,
+            shutdown_grace: Duration::from_secs(30),
+            allowed_peers: None,
+            advertised_max_requests: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    fn connection_config(&self) -> ConnectionConfig {
+        ConnectionConfig {
+            max_requests: self.max_requests_per_connection.max(1),
+            max_params_bytes: self.max_params_bytes,
+            advertised_max_conns: self.max_connections,
+            advertised_max_reqs: self.advertised_max_requests.unwrap_or(
+                self.max_connections
+                    .saturating_mul(self.max_requests_per_connection),
+            ),
+        }
+    }
+}
+
+/// How [`Server::serve`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServeOutcome {
+    /// Shutdown was asked for and every connection finished within the grace period.
+    Drained,
+    /// Shutdown was asked for and this many connections were still busy when the grace ran out.
+    GraceExpired { connections: usize },
+    /// The only listener was a single inherited connection, and it closed.
+    ConnectionClosed,
+}
+
+/// Counts what is still running so that `serve` knows when it is done.
+#[derive(Default)]
+struct Tracker {
+    connections: AtomicUsize,
+    listeners: AtomicUsize,
+    changed: Notify,
+}
+
+impl Tracker {
+    fn done(&self, counter: &AtomicUsize) {
+        counter.fetch_sub(1, Ordering::AcqRel);
+        self.changed.notify_waiters();
+    }
+
+    async fn wait_until(&self, cond: impl Fn(&Tracker) -> bool) {
+        loop {
+            let notified = self.changed.notified();
+            if cond(self) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+struct Context {
+    config: ServerConfig,
+    conn_config: ConnectionConfig,
+    handler: Arc<dyn Handler>,
+    tracker: Tracker,
+    /// `true` once shutdown has begun: connections close when idle.
+    draining: watch::Receiver<bool>,
+}
+
+pub struct Server {
+    config: ServerConfig,
+    handler: Arc<dyn Handler>,
+}
+
+impl Server {
+    pub fn new(config: ServerConfig, handler: Arc<dyn Handler>) -> Self {
+        Server { config, handler }
+    }
+
+    /// Serves `listeners` until `shutdown` completes, then stops accepting, lets in-flight
+    /// requests finish within `shutdown_grace` and returns. When every listener is a single
+    /// inherited connection, returns once those connections close.
+    pub async fn serve(
+        self,
+        listeners: Vec<Listener>,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<ServeOutcome> {
+        let (drain_tx, drain_rx) = watch::channel(false);
+        let ctx = Arc::new(Context {
+            conn_config: self.config.connection_config(),
+            config: self.config,
+            handler: self.handler,
+            tracker: Tracker::default(),
+            draining: drain_rx,
+        });
+        let permits = Arc::new(Semaphore::new(ctx.config.max_connections.max(1)));
+        let only_single = listeners.iter().all(Listener::is_single_connection);
+        let mut accept_tasks = Vec::new();
+        for listener in listeners {
+            info!(listen = %listener.local_addr(), "accepting FastCGI connections");
+            ctx.tracker.listeners.fetch_add(1, Ordering::AcqRel);
+            accept_tasks.push(tokio::spawn(accept_loop(
+                listener,
+                ctx.clone(),
+                permits.clone(),
+            )));
+        }
+        let all_closed = ctx.tracker.wait_until(|t| {
+            t.listeners.load(Ordering::Acquire) == 0 && t.connections.load(Ordering::Acquire) == 0
+        });
+        tokio::select! {
+            _ = shutdown => {}
+            _ = all_closed, if only_single => return Ok(ServeOutcome::ConnectionClosed),
+        }
+        // Stop accepting: dropping the accept tasks drops their listeners (and Unix socket files).
+        for task in &accept_tasks {
+            task.abort();
+        }
+        let open = ctx.tracker.connections.load(Ordering::Acquire);
+        info!(connections = open, grace = ?ctx.config.shutdown_grace, "shutting down: draining in-flight requests");
+        let _ = drain_tx.send(true);
+        let idle = ctx
+            .tracker
+            .wait_until(|t| t.connections.load(Ordering::Acquire) == 0);
+        match tokio::time::timeout(ctx.config.shutdown_grace, idle).await {
+            Ok(()) => Ok(ServeOutcome::Drained),
+            Err(_) => {
+                let connections = ctx.tracker.connections.load(Ordering::Acquire);
+                warn!(
+                    connections,
+                    "shutdown grace period expired with requests still running"
+                );
+                Ok(ServeOutcome::GraceExpired { connections })
+            }
+        }
+    }
+}
+
+async fn accept_loop(mut listener: Listener, ctx: Arc<Context>, permits: Arc<Semaphore>) {
+    /// Decrements the listener count however this task ends (including abort).
+    struct Guard(Arc<Context>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.tracker.done(&self.0.tracker.listeners);
+        }
+    }
+    let _guard = Guard(ctx.clone());
+    let single = listener.is_single_connection();
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // EMFILE and friends: say so, back off, keep serving what is open.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if let (Some(allowed), Peer::Tcp(addr)) = (&ctx.config.allowed_peers, &peer) {
+            if !allowed.contains(&addr.ip()) {
+                warn!(%peer, "refusing connection: peer is not in FCGI_WEB_SERVER_ADDRS");
+                continue;
+            }
+        }
+        ctx.tracker.connections.fetch_add(1, Ordering::AcqRel);
+        let span = tracing::info_span!("conn", %peer);
+        let conn_ctx = ctx.clone();
+        tokio::spawn(
+            async move {
+                debug!("connection opened");
+                run_connection(stream, peer, &conn_ctx).await;
+                debug!("connection closed");
+                drop(permit);
+                conn_ctx.tracker.done(&conn_ctx.tracker.connections);
+            }
+            .instrument(span),
+        );
+        if single {
+            return;
+        }
+    }
+}
+
+/// Stdout/stderr payloads up to this size are copied next to their header; larger ones are
+/// queued as they are (no copy) and written with vectored IO.
+const COPY_THRESHOLD: usize = 4096;
+/// Outgoing bytes the driver holds before it stops taking more from the handlers.
+const OUT_HIGH_WATER: usize = 64 * 1024;
+/// Body bytes kept with a request that has not been dispatched yet; a larger body is streamed.
+const INLINE_BODY_BYTES: usize = 64 * 1024;
+/// The read buffer never needs more than one maximal record plus a read's worth.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Output waiting for the socket, in order: `segs`, then `tail`.
+#[derive(Default)]
+struct OutBuf {
+    segs: VecDeque<Bytes>,
+    tail: BytesMut,
+    len: usize,
+}
+
+impl OutBuf {
+    fn len(&self) -> usize {
+        self.len + self.tail.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push_stream(&mut self, ty: RecordType, id: u16, data: Bytes) {
+        let mut offset = 0;
+        while offset < data.len() {
+            let n = (data.len() - offset).min(MAX_CONTENT_LEN);
+            protocol::encode_header(&mut self.tail, ty, id, n);
+            if n <= COPY_THRESHOLD {
+                self.tail.extend_from_slice(&data[offset..offset + n]);
+            } else {
+                let head = self.tail.split().freeze();
+                self.len += head.len() + n;
+                self.segs.push_back(head);
+                self.segs.push_back(data.slice(offset..offset + n));
+            }
+            offset += n;
+        }
+    }
+
+    fn slices<'a>(&'a self, out: &mut [IoSlice<'a>; 32]) -> usize {
+        let mut n = 0;
+        let segs = self.segs.iter().map(|b| &b[..]);
+        for seg in segs.chain(std::iter::once(&self.tail[..])) {
+            if n == out.len() {
+                break;
+            }
+            if !seg.is_empty() {
+                out[n] = IoSlice::new(seg);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.segs.front_mut() else {
+                self.tail.advance(n);
+                return;
+            };
+            let k = n.min(front.len());
+            front.advance(k);
+            self.len -= k;
+            n -= k;
+            if front.is_empty() {
+                self.segs.pop_front();
+            }
+        }
+    }
+}
+
+/// A request assembled in this read batch but not yet handed over: if its body ends in the same
+/// batch (every GET), it is handed over whole, with no channel.
+struct Pending {
+    head: RequestHead,
+    shared: Arc<Shared>,
+    chunks: VecDeque<Bytes>,
+    bytes: usize,
+    complete: bool,
+}
+
+/// The driver's view of a request the handler has.
+struct Active {
+    id: u16,
+    shared: Arc<Shared>,
+    body_tx: Option<mpsc::Sender<Bytes>>,
+}
+
+/// A body record waiting for room in its request's channel.
+struct Stalled {
+    tx: mpsc::Sender<Bytes>,
+    data: Bytes,
+}
+
+enum Wake {
+    Outgoing(Outgoing),
+    Wrote(io::Result<usize>),
+    Read(io::Result<usize>),
+    Room,
+    ParamsTimeout,
+    Drain,
+}
+
+struct Driver<'a> {
+    ctx: &'a Context,
+    peer: &'a Peer,
+    conn: Connection,
+    rbuf: BytesMut,
+    out: OutBuf,
+    pending: Vec<Pending>,
+    active: Vec<Active>,
+    stalled: Option<Stalled>,
+    tx: mpsc::UnboundedSender<Outgoing>,
+    budget: Arc<Semaphore>,
+    max_permits: u32,
+    close_when_idle: bool,
+    eof: bool,
+}
+
+async fn run_connection<IO>(io: IO, peer: Peer, ctx: &Context)
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let budget_bytes = ctx
+        .config
+        .response_buffer_bytes
+        .clamp(1, Semaphore::MAX_PERMITS);
+    let mut d = Driver {
+        ctx,
+        peer: &peer,
+        conn: Connection::new(ctx.conn_config),
+        rbuf: BytesMut::with_capacity(READ_CHUNK),
+        out: OutBuf::default(),
+        pending: Vec::new(),
+        active: Vec::new(),
+        stalled: None,
+        tx,
+        budget: Arc::new(Semaphore::new(budget_bytes)),
+        max_permits: u32::try_from(budget_bytes).unwrap_or(u32::MAX),
+        close_when_idle: false,
+        eof: false,
+    };
+    let mut draining = ctx.draining.clone();
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let result = d.drive(&mut rd, &mut wr, &mut rx, &mut draining).await;
+    if let Err(e) = &result {
+        match e {
+            DriveError::Protocol(p) => {
+                warn!(%peer, error = %p, "closing FastCGI connection: protocol violation")
+            }
+            DriveError::Io(e) => debug!(%peer, error = %e, "connection failed"),
+            DriveError::ParamsTimeout => warn!(
+                %peer,
+                timeout = ?ctx.config.params_timeout,
+                "closing FastCGI connection: a request's params did not arrive in time"
+            ),
+            DriveError::Truncated => {
+                debug!(%peer, "peer closed the connection in the middle of a record")
+            }
+        }
+    }
+    // Whatever is still running learns the connection is gone; blocked writers wake up.
+    for a in &d.active {
+        a.shared.set(Shared::CLOSED);
+    }
+    d.budget.close();
+    let _ = wr.shutdown().await;
+}
+
+#[derive(Debug)]
+enum DriveError {
+    Protocol(ProtocolError),
+    Io(io::Error),
+    ParamsTimeout,
+    Truncated,
+}
+
+impl From<ProtocolError> for DriveError {
+    fn from(e: ProtocolError) -> Self {
+        DriveError::Protocol(e)
+    }
+}
+
+impl Driver<'_> {
+    async fn drive<R, W>(
+        &mut self,
+        rd: &mut R,
+        wr: &mut W,
+        rx: &mut mpsc::UnboundedReceiver<Outgoing>,
+        draining: &mut watch::Receiver<bool>,
+    ) -> Result<(), DriveError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mut is_draining = *draining.borrow();
+        loop {
+            if self.done(is_draining) {
+                // A request may sit unread in the socket: closing now would lose it (and turn
+                // the close into a reset). Take what is there without waiting.
+                if is_draining && !self.eof {
+                    let attempt = tokio::time::timeout(Duration::ZERO, rd.read_buf(&mut self.rbuf));
+                    if let Ok(Ok(n)) = attempt.await {
+                        if n > 0 {
+                            self.process_input()?;
+                            continue;
+                        }
+                    }
+                }
+                return Ok(());
+            }
+            let can_take = self.out.len() < OUT_HIGH_WATER;
+            let can_write = !self.out.is_empty();
+            let can_read = self.stalled.is_none() && !self.eof;
+            if can_read && self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+                self.rbuf.reserve(READ_CHUNK);
+            }
+            let deadline = self.conn.params_deadline(self.ctx.config.params_timeout);
+            let out = &self.out;
+            let rbuf = &mut self.rbuf;
+            let stalled = &self.stalled;
+            let wake = tokio::select! {
+                biased;
+                msg = rx.recv(), if can_take => match msg {
+                    Some(m) => Wake::Outgoing(m),
+                    None => unreachable!("the driver holds a sender"),
+                },
+                res = write_some(wr, out), if can_write => Wake::Wrote(res),
+                res = rd.read_buf(rbuf), if can_read => Wake::Read(res),
+                _ = room(stalled), if stalled.is_some() => Wake::Room,
+                _ = sleep_until(deadline), if deadline.is_some() => Wake::ParamsTimeout,
+                _ = draining.changed(), if !is_draining => Wake::Drain,
+            };
+            match wake {
+                Wake::Outgoing(msg) => {
+                    self.on_outgoing(msg);
+                    // Take whatever else is ready in one go.
+                    while self.out.len() < OUT_HIGH_WATER {
+                        match rx.try_recv() {
+                            Ok(msg) => self.on_outgoing(msg),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Wake::Wrote(res) => {
+                    let n = res.map_err(DriveError::Io)?;
+                    if n == 0 {
+                        return Err(DriveError::Io(io::ErrorKind::WriteZero.into()));
+                    }
+                    self.out.advance(n);
+                }
+                Wake::Read(res) => {
+                    let n = res.map_err(DriveError::Io)?;
+                    if n == 0 {
+                        self.eof = true;
+                        // The web server closing the connection aborts what it had sent.
+                        for a in &self.active {
+                            a.shared.set(Shared::CLOSED);
+                        }
+                        if !self.rbuf.is_empty() {
+                            return Err(DriveError::Truncated);
+                        }
+                        return Ok(());
+                    }
+                    trace!(bytes = n, "read");
+                    self.process_input()?;
+                }
+                Wake::Room => {
+                    if let Some(s) = self.stalled.take() {
+                        // Room was seen; if the handler dropped its body meanwhile, drop the data.
+                        if let Err(mpsc::error::TrySendError::Full(data)) = s.tx.try_send(s.data) {
+                            self.stalled = Some(Stalled { tx: s.tx, data });
+                        }
+                    }
+                    self.process_input()?;
+                }
+                Wake::ParamsTimeout => return Err(DriveError::ParamsTimeout),
+                Wake::Drain => is_draining = true,
+            }
+        }
+    }
+
+    /// Nothing left to do on this connection.
+    fn done(&self, draining: bool) -> bool {
+        let idle = self.conn.open_requests() == 0 && self.out.is_empty() && self.stalled.is_none();
+        idle && (self.close_when_idle || draining)
+    }
+
+    /// Parses and handles every whole record in the read buffer, then hands over the requests
+    /// that were completed.
+    fn process_input(&mut self) -> Result<(), DriveError> {
+        let now = Instant::now();
+        while self.stalled.is_none() {
+            let Some(record) = Record::parse(&mut self.rbuf)? else {
+                break;
+            };
+            trace!(record_type = ?record.record_type, id = record.request_id, len = record.content.len(), "record");
+            match self.conn.handle_record(record, now, &mut self.out.tail)? {
+                None => {}
+                Some(Event::Request(head)) => self.pending.push(Pending {
+                    head,
+                    shared: Arc::new(Shared::default()),
+                    chunks: VecDeque::new(),
+                    bytes: 0,
+                    complete: false,
+                }),
+                Some(Event::Stdin { id, data }) => self.on_stdin(id, data),
+                Some(Event::StdinEnd { id }) => self.on_stdin_end(id),
+                Some(Event::Abort { id }) => self.on_abort(id),
+                Some(Event::Refused { id, reason }) => match reason {
+                    Refusal::UnknownRole(role) => {
+                        warn!(peer = %self.peer, id, ?role, "refusing request: only the Responder role is served")
+                    }
+                    Refusal::TooManyRequests => warn!(
+                        peer = %self.peer, id,
+                        limit = self.ctx.config.max_requests_per_connection,
+                        "refusing request: too many requests on one connection (FCGI_OVERLOADED)"
+                    ),
+                    Refusal::ParamsTooLarge => warn!(
+                        peer = %self.peer, id,
+                        limit = self.ctx.config.max_params_bytes,
+                        "refusing request: its params exceed max_params_bytes (FCGI_OVERLOADED)"
+                    ),
+                },
+            }
+        }
+        self.dispatch_pending();
+        Ok(())
+    }
+
+    fn on_stdin(&mut self, id: u16, data: Bytes) {
+        if let Some(i) = self.pending.iter().position(|p| p.head.id == id) {
+            let p = &mut self.pending[i];
+            if p.bytes + data.len() <= INLINE_BODY_BYTES {
+                p.bytes += data.len();
+                p.chunks.push_back(data);
+                return;
+            }
+            // A large body: hand the request over now and stream the rest.
+            let p = self.pending.swap_remove(i);
+            self.dispatch(p);
+        }
+        let Some(a) = self.active.iter_mut().find(|a| a.id == id) else {
+            return;
+        };
+        let Some(tx) = &a.body_tx else {
+            return;
+        };
+        match tx.try_send(data) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(data)) => {
+                trace!(id, "body buffer full: pausing reads");
+                self.stalled = Some(Stalled {
+                    tx: tx.clone(),
+                    data,
+                });
+            }
+            // The handler does not want the rest of its body.
+            Err(mpsc::error::TrySendError::Closed(_)) => a.body_tx = None,
+        }
+    }
+
+    fn on_stdin_end(&mut self, id: u16) {
+        if let Some(p) = self.pending.iter_mut().find(|p| p.head.id == id) {
+            p.complete = true;
+        } else if let Some(a) = self.active.iter_mut().find(|a| a.id == id) {
+            a.shared.set(Shared::STDIN_DONE);
+            a.body_tx = None;
+        }
+    }
+
+    fn on_abort(&mut self, id: u16) {
+        debug!(id, "request aborted by the web server");
+        if let Some(p) = self.pending.iter_mut().find(|p| p.head.id == id) {
+            p.shared.set(Shared::ABORTED);
+        } else if let Some(a) = self.active.iter_mut().find(|a| a.id == id) {
+            a.shared.set(Shared::ABORTED);
+            a.body_tx = None;
+        }
+    }
+
+    fn dispatch_pending(&mut self) {
+        while let Some(p) = self.pending.pop() {
+            self.dispatch(p);
+        }
+    }
+
+    fn dispatch(&mut self, p: Pending) {
+        let id = p.head.id;
+        let (rx, body_tx) = if p.complete {
+            p.shared.set(Shared::STDIN_DONE);
+            (None, None)
+        } else {
+            let (tx, rx) = mpsc::channel(self.ctx.config.body_buffer_records.max(1));
+            (Some(rx), Some(tx))
+        };
+        let body = Body::new(p.chunks, rx, p.shared.clone());
+        let response = Response::new(
+            id,
+            self.tx.clone(),
+            self.budget.clone(),
+            self.max_permits,
+            p.shared.clone(),
+        );
+        self.active.push(Active {
+            id,
+            shared: p.shared,
+            body_tx,
+        });
+        let request = Request {
+            id,
+            role: p.head.role,
+            keep_conn: p.head.keep_conn,
+            params: p.head.params,
+            body,
+            response,
+        };
+        let _span = tracing::debug_span!("request", id).entered();
+        self.ctx.handler.handle(request);
+    }
+
+    fn on_outgoing(&mut self, msg: Outgoing) {
+        match msg {
+            Outgoing::Stdout { id, data, permits } => {
+                self.budget.add_permits(permits as usize);
+                if self.writable(id) {
+                    self.out.push_stream(RecordType::Stdout, id, data);
+                }
+            }
+            Outgoing::Stderr { id, data, permits } => {
+                self.budget.add_permits(permits as usize);
+                if self.writable(id) {
+                    self.conn.note_stderr(id);
+                    self.out.push_stream(RecordType::Stderr, id, data);
+                }
+            }
+            Outgoing::End { id, app_status } => {
+                if let Some(i) = self.active.iter().position(|a| a.id == id) {
+                    self.active.swap_remove(i);
+                }
+                if let Some(outcome) = self.conn.end_request(id, app_status, &mut self.out.tail) {
+                    if outcome.close_connection {
+                        self.close_when_idle = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Output of an aborted request is dropped: the web server no longer wants it.
+    fn writable(&self, id: u16) -> bool {
+        self.active
+            .iter()
+            .find(|a| a.id == id)
+            .is_some_and(|a| !a.shared.is_failed())
+    }
+}
+
+async fn write_some<W: AsyncWrite + Unpin>(wr: &mut W, out: &OutBuf) -> io::Result<usize> {
+    let mut slices = [IoSlice::new(&[]); 32];
+    let n = out.slices(&mut slices);
+    wr.write_vectored(&slices[..n]).await
+}
+
+async fn room(stalled: &Option<Stalled>) {
+    if let Some(s) = stalled {
+        // A closed channel also resolves: the data is then dropped by the caller.
+        let _ = s.tx.reserve().await;
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    if let Some(d) = deadline {
+        tokio::time::sleep_until(d.into()).await;
+    }
+}
