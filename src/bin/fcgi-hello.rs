@@ -1,0 +1,100 @@
+//! A FastCGI responder with no Python: answers every request with a fixed 13-byte body.
+//!
+//! It is the ceiling of what this machine's loopback allows (`benches/`), and the process the
+//! tests signal to prove graceful shutdown. `fcgi-hello --listen ADDR [--listen ADDR ...]`;
+//! `/slow?ms=N` sleeps before answering (for the drain test).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastcgi::{Handler, ListenAddr, Listener, Request, ServeOutcome, Server, ServerConfig};
+
+struct Hello;
+
+const REPLY: &[u8] =
+    b"Status: 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
+
+impl Handler for Hello {
+    fn handle(&self, request: Request) {
+        let delay = request
+            .params()
+            .get(b"QUERY_STRING")
+            .and_then(|q| q.strip_prefix(b"ms="))
+            .and_then(|ms| std::str::from_utf8(ms).ok()?.parse::<u64>().ok());
+        let (_, _, mut response) = request.into_parts();
+        match delay {
+            None => {
+                let _ = response.try_write(Bytes::from_static(REPLY));
+                response.finish(0);
+            }
+            Some(ms) => {
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    let _ = response.write(Bytes::from_static(REPLY)).await;
+                    response.finish(0);
+                });
+            }
+        }
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut addrs = Vec::new();
+    while let Some(arg) = args.next() {
+        match (arg.as_str(), args.next()) {
+            ("--listen", Some(a)) => match a.parse::<ListenAddr>() {
+                Ok(a) => addrs.push(a),
+                Err(e) => fail(&e.to_string()),
+            },
+            _ => fail("usage: fcgi-hello --listen ADDR [--listen ADDR ...]"),
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let outcome = runtime.block_on(async {
+        let mut listeners = Vec::new();
+        for a in &addrs {
+            match Listener::bind(a, Default::default()).await {
+                Ok(l) => {
+                    println!("listening on {}", l.local_addr());
+                    listeners.push(l)
+                }
+                Err(e) => fail(&e.to_string()),
+            }
+        }
+        if listeners.is_empty() {
+            listeners.push(Listener::from_stdin().unwrap_or_else(|e| fail(&e.to_string())));
+        }
+        let config = ServerConfig {
+            shutdown_grace: Duration::from_secs(10),
+            ..ServerConfig::default()
+        };
+        Server::new(config, Arc::new(Hello))
+            .serve(listeners, shutdown_signal())
+            .await
+    });
+    match outcome {
+        Ok(ServeOutcome::GraceExpired { .. }) => std::process::exit(1),
+        Ok(_) => {}
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("fcgi-hello: {msg}");
+    std::process::exit(2)
+}

@@ -1,0 +1,358 @@
+//! Shared by the end-to-end tests: an in-process FastCGI server with a small Rust handler, a raw
+//! FastCGI client that speaks bytes, and wrappers that start real peers (nginx, cgi-fcgi).
+#![allow(dead_code)]
+
+pub mod peers;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use fastcgi::protocol::{self, BeginRequest, EndRequest, Record, RecordType, Role};
+use fastcgi::{Handler, ListenAddr, Listener, Request, ServeOutcome, Server, ServerConfig};
+
+/// What the test handler has seen, for assertions.
+#[derive(Default)]
+pub struct Stats {
+    /// Response bytes the handler managed to hand to the server.
+    pub written: AtomicUsize,
+    /// Requests whose writes failed (client gone or aborted).
+    pub write_failures: AtomicUsize,
+    /// Requests that saw an abort.
+    pub aborted: AtomicUsize,
+    pub requests: AtomicUsize,
+    /// Body bytes the handlers have read.
+    pub body_read: AtomicUsize,
+}
+
+/// Routes on `SCRIPT_NAME`:
+/// - `/hello`: 13 bytes.
+/// - `/echo`: the body back, read and written piece by piece.
+/// - `/big?N`: N bytes of `i % 251` in 64 KiB writes.
+/// - `/sha256`: reads the body, answers its length and a checksum.
+/// - `/wait-abort`: waits until the request is aborted, then ends.
+/// - `/stderr`: writes to stdout and stderr.
+/// - `/params`: the params as `name=value` lines.
+pub struct TestHandler {
+    pub stats: Arc<Stats>,
+}
+
+pub fn pattern(offset: usize, len: usize) -> Vec<u8> {
+    (offset..offset + len).map(|i| (i % 251) as u8).collect()
+}
+
+impl Handler for TestHandler {
+    fn handle(&self, request: Request) {
+        let stats = self.stats.clone();
+        stats.requests.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let script = request.params().get(b"SCRIPT_NAME").unwrap_or(b"").to_vec();
+            let query = request
+                .params()
+                .get(b"QUERY_STRING")
+                .unwrap_or(b"")
+                .to_vec();
+            let params_dump: Vec<u8> = request
+                .params()
+                .iter()
+                .flat_map(|(n, v)| [n, b"=", v, b"\n"].concat())
+                .collect();
+            let (_, mut body, mut response) = request.into_parts();
+            let head = Bytes::from_static(
+                b"Status: 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n",
+            );
+            // The head goes out first except where the body is read first: nginx stops sending
+            // a request body once the response has begun (fastcgi_request_buffering off).
+            let mut ok = script == b"/sha256" || response.write(head.clone()).await.is_ok();
+            match &script[..] {
+                b"/hello" => {
+                    ok &= response
+                        .write(Bytes::from_static(b"Hello, World!"))
+                        .await
+                        .is_ok()
+                }
+                b"/echo" => {
+                    while let Ok(Some(chunk)) = body.chunk().await {
+                        ok &= response.write(chunk).await.is_ok();
+                    }
+                }
+                b"/big" => {
+                    let total: usize = std::str::from_utf8(&query).unwrap().parse().unwrap();
+                    let mut sent = 0;
+                    while sent < total && ok {
+                        let n = (total - sent).min(65536);
+                        ok &= response.write(Bytes::from(pattern(sent, n))).await.is_ok();
+                        if ok {
+                            stats.written.fetch_add(n, Ordering::Relaxed);
+                        }
+                        sent += n;
+                    }
+                }
+                b"/sha256" => {
+                    let mut len = 0usize;
+                    let mut sum = 0u64;
+                    loop {
+                        match body.chunk().await {
+                            Ok(Some(c)) => {
+                                for (i, b) in c.iter().enumerate() {
+                                    sum = sum
+                                        .wrapping_mul(31)
+                                        .wrapping_add(*b as u64 ^ (len + i) as u64);
+                                }
+                                len += c.len();
+                                stats.body_read.fetch_add(c.len(), Ordering::Relaxed);
+                            }
+                            Ok(None) => break,
+                            Err(_) => {
+                                ok = false;
+                                break;
+                            }
+                        }
+                    }
+                    ok &= response.write(head).await.is_ok();
+                    ok &= response
+                        .write(Bytes::from(format!("{len} {sum:x}")))
+                        .await
+                        .is_ok();
+                }
+                b"/wait-abort" => {
+                    while !response.is_aborted() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    stats.aborted.fetch_add(1, Ordering::Relaxed);
+                }
+                b"/stderr" => {
+                    ok &= response.write(Bytes::from_static(b"out")).await.is_ok();
+                    ok &= response
+                        .write_stderr(Bytes::from_static(b"err"))
+                        .await
+                        .is_ok();
+                }
+                b"/params" => ok &= response.write(Bytes::from(params_dump)).await.is_ok(),
+                _ => {}
+            }
+            if !ok {
+                stats.write_failures.fetch_add(1, Ordering::Relaxed);
+            }
+            response.finish(0);
+        });
+    }
+}
+
+/// The same checksum as `/sha256` computes, for the client side.
+pub fn checksum(data: &[u8]) -> String {
+    let mut sum = 0u64;
+    for (i, b) in data.iter().enumerate() {
+        sum = sum.wrapping_mul(31).wrapping_add(*b as u64 ^ i as u64);
+    }
+    format!("{} {sum:x}", data.len())
+}
+
+/// A server running on its own runtime thread, stopped on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub stats: Arc<Stats>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<ServeOutcome>>>,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        Self::with_config(ServerConfig::default())
+    }
+
+    pub fn with_config(config: ServerConfig) -> TestServer {
+        let stats = Arc::new(Stats::default());
+        let handler = Arc::new(TestHandler {
+            stats: stats.clone(),
+        });
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let addr: ListenAddr = "127.0.0.1:0".parse().unwrap();
+                let listener = Listener::bind(&addr, Default::default()).await.unwrap();
+                addr_tx.send(listener.local_addr()).unwrap();
+                Server::new(config, handler)
+                    .serve(vec![listener], async {
+                        let _ = shutdown_rx.await;
+                    })
+                    .await
+            })
+        });
+        let addr = addr_rx.recv().unwrap().parse().unwrap();
+        TestServer {
+            addr,
+            stats,
+            shutdown: Some(shutdown_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Asks for a graceful shutdown and waits for `serve` to return.
+    pub fn shutdown(mut self) -> ServeOutcome {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.thread.take().unwrap().join().unwrap().unwrap()
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// One decoded response.
+#[derive(Debug, Default)]
+pub struct Reply {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub end: Option<EndRequest>,
+    /// Records in arrival order (type, id, length), for framing assertions.
+    pub records: Vec<(RecordType, u16, usize)>,
+}
+
+impl Reply {
+    /// STDOUT after the CGI head.
+    pub fn body(&self) -> &[u8] {
+        let at = self
+            .stdout
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("no CGI head");
+        &self.stdout[at + 4..]
+    }
+}
+
+/// A FastCGI client over a blocking TCP socket, speaking raw bytes.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Client {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// The records of one whole request: BEGIN, PARAMS (one record), STDIN (in 64 KiB records).
+    pub fn request_bytes(
+        id: u16,
+        keep_conn: bool,
+        params: &[(&str, &str)],
+        body: &[u8],
+    ) -> BytesMut {
+        let mut out = BytesMut::new();
+        BeginRequest {
+            role: Role::Responder,
+            flags: keep_conn as u8,
+        }
+        .encode(id, &mut out);
+        let mut p = BytesMut::new();
+        for (n, v) in params {
+            protocol::encode_pair(&mut p, n.as_bytes(), v.as_bytes());
+        }
+        protocol::encode_stream(&mut out, RecordType::Params, id, &p);
+        protocol::encode_stream_end(&mut out, RecordType::Params, id);
+        protocol::encode_stream(&mut out, RecordType::Stdin, id, body);
+        protocol::encode_stream_end(&mut out, RecordType::Stdin, id);
+        out
+    }
+
+    /// Sends a request on this connection (keep-conn set) and reads its reply.
+    pub fn get(&mut self, script: &str, query: &str) -> Reply {
+        let bytes = Self::request_bytes(
+            1,
+            true,
+            &[("SCRIPT_NAME", script), ("QUERY_STRING", query)],
+            b"",
+        );
+        self.send(&bytes);
+        self.read_reply(1)
+    }
+
+    /// The next record, or `None` at a clean end of stream.
+    pub fn read_record(&mut self) -> Option<Record> {
+        loop {
+            if let Some(r) = Record::parse(&mut self.buf).unwrap() {
+                return Some(r);
+            }
+            let mut chunk = [0u8; 65536];
+            let n = self.stream.read(&mut chunk).unwrap();
+            if n == 0 {
+                assert!(self.buf.is_empty(), "stream ended inside a record");
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads records until END_REQUEST for `id` (records for other ids are kept out).
+    pub fn read_reply(&mut self, id: u16) -> Reply {
+        let mut reply = Reply::default();
+        loop {
+            let r = self
+                .read_record()
+                .expect("connection closed before END_REQUEST");
+            if r.request_id != id {
+                panic!(
+                    "unexpected record for id {}: {:?}",
+                    r.request_id, r.record_type
+                );
+            }
+            reply
+                .records
+                .push((r.record_type, r.request_id, r.content.len()));
+            match r.record_type {
+                RecordType::Stdout => reply.stdout.extend_from_slice(&r.content),
+                RecordType::Stderr => reply.stderr.extend_from_slice(&r.content),
+                RecordType::EndRequest => {
+                    reply.end = Some(EndRequest::parse(&r.content).unwrap());
+                    return reply;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// True once the server has closed the connection (EOF or reset).
+    pub fn is_closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+    }
+}
+
+/// Resident memory of a process, in KiB, from /proc.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
