@@ -1,0 +1,3 @@
+from _respond import make
+
+application = make("pkg.sub")

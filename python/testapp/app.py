@@ -1,0 +1,325 @@
+"""One WSGI application, routed on PATH_INFO, for every end-to-end test.
+
+Standard library only: it must import in any interpreter or venv under test.
+Routes (query parameters in brackets, with their defaults):
+
+  /hello                       200 text/plain ``Hello, World!`` (13 bytes)
+  /echo                        the request body back, application/octet-stream
+  /sha256                      ``<hex sha256> <byte count>`` of the request body
+  /stream[chunks=5&size=10&delay=0.2]
+                               N chunks of S bytes, ``delay`` seconds apart;
+                               chunk i starts with ``chunk-<i>`` (see stream_chunk)
+  /bigresponse[size=1048576&chunk=65536]
+                               S bytes of pattern() in C-byte pieces, Content-Length set
+  /sleep[ms=100]               sleeps, then ``slept``
+  /environ                     JSON of the environ's str/int/bool/tuple values
+  /raise-before                RuntimeError before start_response
+  /raise-after                 start_response, yields b'partial', then RuntimeError
+  /bad-header                  a header value containing CR LF
+  /bad-status                  status ``OK`` (no code)
+  /print                       prints to stdout, stderr and wsgi.errors; body ``printed``
+  /write-callable              two chunks through write(), returns []
+  /file-wrapper[size=1048576]  pattern() bytes through wsgi.file_wrapper
+  /close-tracker[chunks=3&delay=0]
+                               an iterable whose close() counts into CLOSE_COUNT
+  /close-count                 CLOSE_COUNT as decimal text
+  /imports?name=mod            ``ok <mod.__file__>`` or ``missing <name>`` (200 both)
+  /sys                         JSON of sys.version/executable/prefix/base_prefix/path
+  anything else                404 text/plain
+"""
+
+import hashlib
+import importlib
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from urllib.parse import parse_qs
+
+#: Size of each wsgi.input read; matches FastCGI's largest record payload order.
+READ_SIZE = 65536
+
+#: The 251-byte period of pattern(): prime, so it never lines up with chunk sizes.
+_PATTERN_PERIOD = 251
+_PATTERN_BLOCK = bytes(i % _PATTERN_PERIOD for i in range(_PATTERN_PERIOD * 262))  # ~64 KiB
+
+_close_lock = threading.Lock()
+#: How many times a /close-tracker iterable's close() has run in this process.
+CLOSE_COUNT = 0
+
+
+def pattern(offset, length):
+    """Deterministic body bytes: byte i of a response is ``i % 251``.
+
+    Tests recompute it with ``bytes(i % 251 for i in range(n))``.
+    """
+    out = bytearray()
+    while length > 0:
+        start = offset % _PATTERN_PERIOD
+        take = min(length, len(_PATTERN_BLOCK) - start)
+        out += _PATTERN_BLOCK[start:start + take]
+        offset += take
+        length -= take
+    return bytes(out)
+
+
+def stream_chunk(index, size):
+    """Chunk ``index`` of /stream: ``chunk-<index>`` padded with dots, ending in a newline."""
+    if size <= 0:
+        return b""
+    body = (b"chunk-%d" % index).ljust(size - 1, b".")[: size - 1]
+    return body + b"\n"
+
+
+def _query(environ):
+    return {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+
+
+def _int(q, name, default):
+    try:
+        return int(q.get(name, default))
+    except ValueError:
+        return default
+
+
+def _float(q, name, default):
+    try:
+        return float(q.get(name, default))
+    except ValueError:
+        return default
+
+
+def read_body(environ):
+    """Yield the request body in READ_SIZE pieces.
+
+    Honours CONTENT_LENGTH when given (PEP 3333: do not read past it), else reads to EOF.
+    Stops early on EOF, so a truncated body shows as a short byte count.
+    """
+    stream = environ["wsgi.input"]
+    length = environ.get("CONTENT_LENGTH", "")
+    remaining = int(length) if length.strip().isdigit() else None
+    while remaining is None or remaining > 0:
+        want = READ_SIZE if remaining is None else min(READ_SIZE, remaining)
+        piece = stream.read(want)
+        if not piece:
+            break
+        if remaining is not None:
+            remaining -= len(piece)
+        yield piece
+
+
+def _text(start_response, status, text, content_type="text/plain; charset=utf-8"):
+    body = text.encode("utf-8")
+    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def _json(start_response, value):
+    return _text(start_response, "200 OK", json.dumps(value, sort_keys=True), "application/json")
+
+
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
+    return [b"Hello, World!"]
+
+
+def echo(environ, start_response):
+    pieces = list(read_body(environ))
+    start_response("200 OK", [
+        ("Content-Type", "application/octet-stream"),
+        ("Content-Length", str(sum(map(len, pieces)))),
+    ])
+    return pieces
+
+
+def sha256(environ, start_response):
+    digest = hashlib.sha256()
+    count = 0
+    for piece in read_body(environ):
+        digest.update(piece)
+        count += len(piece)
+    return _text(start_response, "200 OK", "%s %d" % (digest.hexdigest(), count))
+
+
+def stream(environ, start_response):
+    q = _query(environ)
+    chunks, size, delay = _int(q, "chunks", 5), _int(q, "size", 10), _float(q, "delay", 0.2)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def generate():
+        for i in range(chunks):
+            if i and delay > 0:
+                time.sleep(delay)
+            yield stream_chunk(i, size)
+
+    return generate()
+
+
+def bigresponse(environ, start_response):
+    q = _query(environ)
+    size, chunk = _int(q, "size", 1 << 20), max(1, _int(q, "chunk", READ_SIZE))
+    start_response("200 OK", [
+        ("Content-Type", "application/octet-stream"),
+        ("Content-Length", str(size)),
+    ])
+    return (pattern(off, min(chunk, size - off)) for off in range(0, size, chunk))
+
+
+def sleep(environ, start_response):
+    time.sleep(_int(_query(environ), "ms", 100) / 1000.0)
+    return _text(start_response, "200 OK", "slept")
+
+
+def environ_json(environ, start_response):
+    out = {}
+    for key, value in environ.items():
+        if isinstance(value, (str, int, bool)):  # bool is an int too
+            out[key] = value
+        elif isinstance(value, tuple) and all(isinstance(v, (str, int)) for v in value):
+            out[key] = list(value)  # wsgi.version
+    return _json(start_response, out)
+
+
+def raise_before(environ, start_response):
+    raise RuntimeError("boom before start_response")
+
+
+def raise_after(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def generate():
+        yield b"partial"
+        raise RuntimeError("boom after start_response")
+
+    return generate()
+
+
+def bad_header(environ, start_response):
+    start_response("200 OK", [("X-Bad", "a\r\nInjected: yes")])
+    return [b"bad header"]
+
+
+def bad_status(environ, start_response):
+    start_response("OK", [])
+    return [b"bad status"]
+
+
+def print_route(environ, start_response):
+    print("printed-to-stdout")
+    print("printed-to-stderr", file=sys.stderr)
+    environ["wsgi.errors"].write("wsgi-errors-line\n")
+    return _text(start_response, "200 OK", "printed")
+
+
+def write_callable(environ, start_response):
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    write(b"written-1\n")
+    write(b"written-2\n")
+    return []
+
+
+def file_wrapper(environ, start_response):
+    size = _int(_query(environ), "size", 1 << 20)
+    fd, path = tempfile.mkstemp(prefix="wfcgi-testapp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for off in range(0, size, READ_SIZE):
+                f.write(pattern(off, min(READ_SIZE, size - off)))
+        handle = open(path, "rb")
+    finally:
+        os.unlink(path)  # the open handle keeps the data readable (POSIX)
+    start_response("200 OK", [
+        ("Content-Type", "application/octet-stream"),
+        ("Content-Length", str(size)),
+    ])
+    wrapper = environ.get("wsgi.file_wrapper")
+    if wrapper is None:  # PEP 3333 optional extension: fall back to plain iteration
+        return _read_file(handle)
+    return wrapper(handle, READ_SIZE)
+
+
+def _read_file(handle):
+    # A generator, so the server's close() on it closes the file too.
+    with handle:
+        yield from iter(lambda: handle.read(READ_SIZE), b"")
+
+
+class CloseTracker:
+    """Yields ``chunks`` pieces; close() counts, whether or not iteration finished."""
+
+    def __init__(self, chunks, delay):
+        self.chunks, self.delay = chunks, delay
+
+    def __iter__(self):
+        for i in range(self.chunks):
+            if i and self.delay > 0:
+                time.sleep(self.delay)
+            yield b"tracked-%d\n" % i
+
+    def close(self):
+        global CLOSE_COUNT
+        with _close_lock:
+            CLOSE_COUNT += 1
+
+
+def close_tracker(environ, start_response):
+    q = _query(environ)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return CloseTracker(_int(q, "chunks", 3), _float(q, "delay", 0.0))
+
+
+def close_count(environ, start_response):
+    with _close_lock:
+        count = CLOSE_COUNT
+    return _text(start_response, "200 OK", str(count))
+
+
+def imports(environ, start_response):
+    name = _query(environ).get("name", "")
+    try:
+        module = importlib.import_module(name)
+    except ImportError:
+        return _text(start_response, "200 OK", "missing %s" % name)
+    return _text(start_response, "200 OK", "ok %s" % getattr(module, "__file__", None))
+
+
+def sys_info(environ, start_response):
+    return _json(start_response, {
+        "version": sys.version,
+        "executable": sys.executable,
+        "prefix": sys.prefix,
+        "base_prefix": sys.base_prefix,
+        "path": sys.path,
+    })
+
+
+def not_found(environ, start_response):
+    return _text(start_response, "404 Not Found", "not found: %s" % environ.get("PATH_INFO", ""))
+
+
+ROUTES = {
+    "/hello": hello,
+    "/echo": echo,
+    "/sha256": sha256,
+    "/stream": stream,
+    "/bigresponse": bigresponse,
+    "/sleep": sleep,
+    "/environ": environ_json,
+    "/raise-before": raise_before,
+    "/raise-after": raise_after,
+    "/bad-header": bad_header,
+    "/bad-status": bad_status,
+    "/print": print_route,
+    "/write-callable": write_callable,
+    "/file-wrapper": file_wrapper,
+    "/close-tracker": close_tracker,
+    "/close-count": close_count,
+    "/imports": imports,
+    "/sys": sys_info,
+}
+
+
+def application(environ, start_response):
+    return ROUTES.get(environ.get("PATH_INFO", ""), not_found)(environ, start_response)
