@@ -1,0 +1,102 @@
+//! What the binary hands the bridge: every setting already resolved (flags over web.config
+//! appSettings over the inherited environment). The bridge reads no configuration itself.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where a setting's value came from, so that an error can name it the way the user wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettingSource {
+    /// A command-line flag, e.g. `--handler`.
+    Flag(&'static str),
+    /// An environment variable or a web.config appSetting of this name.
+    Setting(String),
+    /// Nothing configured: the built-in default.
+    Default,
+}
+
+impl std::fmt::Display for SettingSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SettingSource::Flag(flag) => write!(f, "{flag}"),
+            SettingSource::Setting(name) => write!(f, "{name}"),
+            SettingSource::Default => write!(f, "(default)"),
+        }
+    }
+}
+
+/// The virtualenv to run in, in whichever form the user gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VenvSetting {
+    /// The venv folder, its interpreter (`bin/python`, `Scripts\python.exe`), or an old
+    /// virtualenv's `activate_this.py`.
+    pub path: PathBuf,
+    pub source: SettingSource,
+}
+
+/// The WSGI handler to serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerSetting {
+    /// Dotted path (`app.application`, `django.core.wsgi.get_wsgi_application()`) or
+    /// `module:attr`.
+    pub path: String,
+    pub source: SettingSource,
+}
+
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// `None`: serve the built-in demo app (and say so in the log).
+    pub handler: Option<HandlerSetting>,
+    /// wfastcgi's `WSGI_ALT_VIRTUALENV_HANDLER`: loaded instead when `handler` is
+    /// `ptvs_virtualenv_proxy.get_virtualenv_handler()` or `...get_venv_handler()`.
+    pub alt_handler: Option<HandlerSetting>,
+    pub venv: Option<VenvSetting>,
+    /// The app directory: the process chdirs here and it is `sys.path[0]`.
+    pub app_dir: PathBuf,
+    /// Extra `sys.path` entries (already `%VAR%`-expanded and split on `;`), appended in order.
+    pub python_path: Vec<PathBuf>,
+    /// Python worker threads. Default 8: enough to overlap I/O-bound apps; a CPU-bound app is
+    /// limited by the GIL whatever the count.
+    pub threads: usize,
+    /// Requests waiting for a free thread before new ones are refused with 503. Default 1024.
+    pub queue_len: usize,
+    /// Show tracebacks and handler-loading errors in responses (never on by default: visitors
+    /// must not see them). The log always has them.
+    pub debug_responses: bool,
+    /// Request bodies above this size are spooled to a temporary file as they arrive. 1 MiB.
+    pub spool_threshold: usize,
+    /// Bodies above this answer 413 (`None`: no limit). Default `None`.
+    pub max_body_bytes: Option<u64>,
+    /// wfastcgi's `SCRIPT_NAME` appSetting: a prefix moved from PATH_INFO to SCRIPT_NAME for
+    /// requests that come from IIS.
+    pub script_name: Option<String>,
+    /// wfastcgi's `AllowPathInfoForScriptMappings`: keep IIS's SCRIPT_NAME.
+    pub allow_path_info_for_script_mappings: bool,
+    /// `wsgi.multiprocess` for requests not from IIS: set it when several wfcgi processes serve
+    /// the same app (mod_fcgid, a process manager). Requests from IIS always say `True`: IIS
+    /// starts up to `maxInstances` processes per application. Default `false`.
+    pub multiprocess: bool,
+    /// Run during shutdown of the pool: how long to wait for running requests.
+    pub shutdown_grace: Duration,
+}
+
+impl BridgeConfig {
+    pub fn new(app_dir: PathBuf) -> Self {
+        BridgeConfig {
+            handler: None,
+            alt_handler: None,
+            venv: None,
+            app_dir,
+            python_path: Vec::new(),
+            threads: 8,
+            queue_len: 1024,
+            debug_responses: false,
+            spool_threshold: 1024 * 1024,
+            max_body_bytes: None,
+            script_name: None,
+            allow_path_info_for_script_mappings: false,
+            multiprocess: false,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
