@@ -1,0 +1,499 @@
+//! wfcgi: serve a Python WSGI app over FastCGI. A native replacement for wfastcgi.py (IIS) and
+//! for flup (Unix web servers).
+//!
+//! The binary is thin: it reads the command line, web.config and the environment, sets up
+//! logging and signals, and runs `fastcgi::Server` with `wsgi::Bridge` as its handler.
+//!
+//! Modules:
+//! - [`cli`]: the command line (clap), help generated from the settings table.
+//! - [`settings`]: every setting, precedence (flag > web.config > environment > default),
+//!   validation with messages that say where a value came from and how to fix it.
+//! - [`webconfig`]: the `<appSettings>` of an IIS web.config.
+//! - [`logging`]: stderr and the `WSGI_LOG` file, reconfigurable after web.config is read.
+//! - [`lazy`]: stdin mode's handler, which starts the bridge on the first request.
+//!
+//! Two modes:
+//! - `wfcgi serve`: settings are read at start-up; any problem is one message on stderr (and
+//!   in WSGI_LOG) and exit status 2.
+//! - `wfcgi` alone: serve the connection or listening socket inherited on stdin (IIS, Apache
+//!   mod_fcgid, spawn-fcgi). Settings are read on the first request, once the app directory is
+//!   known from APPL_PHYSICAL_PATH; a problem then is a 500 and a log line, never an exit:
+//!   under IIS an exit shows only "The FastCGI process exited unexpectedly".
+
+mod cli;
+mod lazy;
+mod logging;
+mod settings;
+mod webconfig;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tracing::{error, info, warn};
+
+use crate::cli::{Cli, Command};
+use crate::lazy::{LazyBridge, StartFailure, Starter};
+use crate::logging::Logging;
+use crate::settings::{Environment, Flags, Settings, Sources};
+use crate::webconfig::WebConfig;
+
+/// Exit status for a problem at start-up (bad settings, bind failure, venv refused), like a
+/// usage error.
+const EXIT_STARTUP: u8 = 2;
+
+/// Exit status when a second signal cuts the drain short (128 + SIGINT, as shells report it).
+const EXIT_INTERRUPTED: i32 = 130;
+
+/// Tokio worker threads. They only move bytes between sockets and the Python threads (which do
+/// the app's work and are counted by `WFCGI_THREADS`), so a small number serves any load the
+/// GIL allows: two, so that one slow connection task cannot hold up every other, but not more
+/// than the machine's cores.
+fn runtime_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(2))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_args();
+    let flags = cli.flags();
+    // Taken before anything changes the environment: it tells an inherited variable from an
+    // appSetting copied in later.
+    let env = Environment::capture();
+    let cwd = match std::env::current_dir() {
+        Ok(cwd) => cwd,
+        Err(e) => return startup_failure(&format!("cannot read the current directory: {e}"), None),
+    };
+    match cli.command {
+        Some(Command::Serve(_)) => serve(&flags, &env, &cwd),
+        None => serve_stdin(flags, env, cwd),
+    }
+}
+
+/// Prints one message on stderr (through the subscriber when logging is up, so it also reaches
+/// the log file) and returns the start-up exit status.
+fn startup_failure(message: &str, log: Option<(&Logging, Option<&Path>)>) -> ExitCode {
+    match log {
+        // Logging is up and someone can read it: one event, to stderr and the open log file.
+        Some((logging, intended_file)) if logging.has_reader() => {
+            error!("{message}");
+            if let (None, Some(file)) = (logging.file_path(), intended_file) {
+                logging::append_line(file, message);
+            }
+        }
+        Some((_, intended_file)) => {
+            eprintln!("wfcgi: error: {message}");
+            if let Some(file) = intended_file {
+                logging::append_line(file, message);
+            }
+        }
+        None => eprintln!("wfcgi: error: {message}"),
+    }
+    ExitCode::from(EXIT_STARTUP)
+}
+
+/// Reads web.config in `app_dir` (if there is one) and resolves every setting.
+fn load_settings(
+    flags: &Flags,
+    env: &Environment,
+    app_dir: &Path,
+    cwd: &Path,
+) -> Result<(Settings, Option<WebConfig>), String> {
+    let web_config = match webconfig::find(app_dir) {
+        Some(path) => {
+            Some(webconfig::load(&path).map_err(|e| format!("cannot use web.config: {e}"))?)
+        }
+        None => None,
+    };
+    let sources = Sources {
+        flags,
+        web_config: web_config.as_ref(),
+        env,
+    };
+    let settings = settings::resolve(&sources, app_dir, cwd).map_err(|e| e.to_string())?;
+    Ok((settings, web_config))
+}
+
+/// The log file the user meant, for reporting a settings error that stopped resolution itself.
+fn intended_log_file(
+    flags: &Flags,
+    env: &Environment,
+    app_dir: &Path,
+    cwd: &Path,
+) -> Option<PathBuf> {
+    let web_config = webconfig::find(app_dir).and_then(|p| webconfig::load(&p).ok());
+    let sources = Sources {
+        flags,
+        web_config: web_config.as_ref(),
+        env,
+    };
+    let value = sources
+        .lookup(settings::WSGI_LOG)
+        .filter(|v| !v.text.is_empty())?;
+    Some(match value.origin {
+        settings::Origin::Flag(_) => cwd.join(&value.text),
+        _ => app_dir.join(&value.text),
+    })
+}
+
+/// Logs what resolution found worth saying, and points logging at the configured file.
+fn report_settings(
+    logging: &Logging,
+    settings: &Settings,
+    web_config: Option<&WebConfig>,
+    app_dir: &Path,
+) -> Result<(), String> {
+    logging.set_level(settings.log_level.as_deref());
+    match &settings.log_file {
+        Some(path) => logging.set_file(path)?,
+        None => logging.discard_pending(),
+    }
+    match web_config {
+        Some(config) => {
+            info!(web_config = %config.path.display(), settings = config.app_settings.len(), "read web.config")
+        }
+        None => {
+            info!(app_dir = %app_dir.display(), "no web.config in the app directory: settings come from flags and the environment")
+        }
+    }
+    for note in &settings.notes {
+        info!("{note}");
+    }
+    for warning in &settings.warnings {
+        warn!("{warning}");
+    }
+    if let Some(regex) = &settings.restart_file_regex {
+        tracing::debug!(
+            regex = regex.as_str(),
+            "restart-on-change pattern (file watching is not implemented yet)"
+        );
+    }
+    match &settings.bridge.handler {
+        Some(handler) => info!(handler = %handler.path, source = %handler.source, "WSGI handler"),
+        None => info!("no WSGI_HANDLER configured: serving the built-in demo app (set WSGI_HANDLER or --handler)"),
+    }
+    Ok(())
+}
+
+fn server_config(settings: &Settings) -> fastcgi::ServerConfig {
+    fastcgi::ServerConfig {
+        shutdown_grace: settings.bridge.shutdown_grace,
+        // Requests the bridge can hold: running plus queued. Web servers that ask (GET_VALUES)
+        // then do not send more than the pool would refuse.
+        advertised_max_requests: Some(settings.bridge.threads + settings.bridge.queue_len),
+        ..fastcgi::ServerConfig::default()
+    }
+}
+
+fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(runtime_threads())
+        .thread_name("wfcgi-io")
+        .enable_all()
+        .build()
+}
+
+/// `wfcgi serve`: everything is read and checked before the first connection is accepted.
+fn serve(flags: &Flags, env: &Environment, cwd: &Path) -> ExitCode {
+    let app_dir = match settings::app_dir(flags, env, cwd, None) {
+        Ok(dir) => dir,
+        Err(e) => return startup_failure(&e.to_string(), None),
+    };
+    let (settings, web_config) = match load_settings(flags, env, &app_dir, cwd) {
+        Ok(loaded) => loaded,
+        Err(message) => {
+            let file = intended_log_file(flags, env, &app_dir, cwd);
+            return startup_failure(&message, Some((&Logging::init(None), file.as_deref())));
+        }
+    };
+    // Still the only thread: safe to change the environment before Python reads it.
+    settings::apply_environment(&settings);
+    let logging = Logging::init(settings.log_level.as_deref());
+    if let Err(message) = report_settings(&logging, &settings, web_config.as_ref(), &app_dir) {
+        return startup_failure(&message, Some((&logging, None)));
+    }
+
+    let listen: Vec<String> = match &settings.listen {
+        Some((addrs, _)) => addrs.clone(),
+        None => {
+            info!(
+                "no --listen given: listening on {}",
+                settings::DEFAULT_LISTEN
+            );
+            vec![settings::DEFAULT_LISTEN.to_string()]
+        }
+    };
+    let mut addrs = Vec::new();
+    for text in &listen {
+        match text.parse::<fastcgi::ListenAddr>() {
+            Ok(addr) => addrs.push(addr),
+            Err(e) => {
+                let origin = settings
+                    .listen
+                    .as_ref()
+                    .map_or("--listen".to_string(), |(_, v)| v.describe());
+                return startup_failure(&format!("{e} (from {origin})"), Some((&logging, None)));
+            }
+        }
+    }
+
+    let runtime = match build_runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            return startup_failure(
+                &format!("cannot start the I/O runtime: {e}"),
+                Some((&logging, None)),
+            )
+        }
+    };
+    let bind_options = fastcgi::BindOptions {
+        unix_mode: settings.socket_mode,
+    };
+    let outcome = runtime.block_on(async {
+        let mut listeners = Vec::new();
+        for addr in &addrs {
+            match fastcgi::Listener::bind(addr, bind_options).await {
+                Ok(listener) => {
+                    info!("listening on {}", listener.local_addr());
+                    listeners.push(listener);
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        let config = settings.bridge.clone();
+        let bridge = tokio::task::spawn_blocking(move || wsgi::Bridge::start(config))
+            .await
+            .map_err(|e| format!("starting the bridge panicked: {e}"))?
+            .map_err(|e| e.to_string())?;
+        let bridge = Arc::new(bridge);
+        let handler: Arc<dyn fastcgi::Handler> = bridge.clone();
+        let server = fastcgi::Server::new(server_config(&settings), handler);
+        let outcome = server
+            .serve(listeners, shutdown_signal())
+            .await
+            .map_err(|e| format!("the server failed: {e}"))?;
+        let grace = settings.bridge.shutdown_grace;
+        let drained = tokio::task::spawn_blocking(move || bridge.shutdown(grace))
+            .await
+            .unwrap_or(false);
+        Ok((outcome, drained))
+    });
+    finish(outcome, &logging)
+}
+
+/// Maps how serving ended to the exit status.
+fn finish(outcome: Result<(fastcgi::ServeOutcome, bool), String>, logging: &Logging) -> ExitCode {
+    match outcome {
+        Ok((fastcgi::ServeOutcome::GraceExpired { connections }, _)) => {
+            warn!(connections, "exiting with requests still running");
+            ExitCode::FAILURE
+        }
+        Ok((_, false)) => {
+            warn!("exiting with Python requests still running");
+            ExitCode::FAILURE
+        }
+        Ok((outcome, true)) => {
+            info!(?outcome, "stopped");
+            ExitCode::SUCCESS
+        }
+        Err(message) => startup_failure(&message, Some((logging, None))),
+    }
+}
+
+/// Resolves when the process is asked to stop (SIGTERM, SIGINT / Ctrl-C). A second signal
+/// exits at once, without waiting for the drain.
+async fn shutdown_signal() {
+    wait_for_signal().await;
+    info!("shutdown requested: finishing in-flight requests (signal again to exit at once)");
+    tokio::spawn(async {
+        wait_for_signal().await;
+        warn!("second signal: exiting now");
+        std::process::exit(EXIT_INTERRUPTED);
+    });
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        error!("cannot install signal handlers: stop wfcgi with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    // Windows: Ctrl-C / Ctrl-Break. IIS's _FCGI_SHUTDOWN_EVENT_ is not implemented yet.
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// `wfcgi` with no subcommand: the inherited stdin connection or listening socket.
+fn serve_stdin(flags: Flags, env: Environment, cwd: PathBuf) -> ExitCode {
+    // Logging from what is known before web.config: flags and the environment. A log file
+    // named there is opened now, so that even a web.config that cannot be read is reported.
+    let early = Sources {
+        flags: &flags,
+        web_config: None,
+        env: &env,
+    };
+    let early_level = early
+        .lookup(settings::WFCGI_LOG_LEVEL)
+        .map(|v| v.text)
+        .filter(|text| settings::check_log_filter(text).is_ok());
+    let logging = Logging::init(early_level.as_deref());
+    if let Some(value) = early
+        .lookup(settings::WSGI_LOG)
+        .filter(|v| !v.text.is_empty())
+    {
+        // Relative to the app directory once known; until then to the current directory.
+        let app_dir = settings::app_dir(&flags, &env, &cwd, None).unwrap_or_else(|_| cwd.clone());
+        let path = match value.origin {
+            settings::Origin::Flag(_) => cwd.join(&value.text),
+            _ => app_dir.join(&value.text),
+        };
+        if let Err(message) = logging.set_file(&path) {
+            return startup_failure(&message, Some((&logging, None)));
+        }
+    }
+
+    if std::io::stdin().is_terminal() {
+        return startup_failure(
+            "standard input is a terminal, not a FastCGI connection: `wfcgi` alone is started by \
+             a web server (IIS, mod_fcgid, spawn-fcgi). To listen on an address, run `wfcgi serve \
+             --listen 127.0.0.1:9000` (see `wfcgi --help`)",
+            Some((&logging, None)),
+        );
+    }
+    let runtime = match build_runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            return startup_failure(
+                &format!("cannot start the I/O runtime: {e}"),
+                Some((&logging, None)),
+            )
+        }
+    };
+    let outcome = runtime.block_on(async {
+        let listener = fastcgi::Listener::from_stdin()
+            .map_err(|e| format!("cannot serve standard input as a FastCGI connection: {e}"))?;
+        let starter = BridgeStarter {
+            flags,
+            env,
+            cwd,
+            logging: logging.clone(),
+        };
+        let lazy = Arc::new(LazyBridge::new(starter));
+        let handler: Arc<dyn fastcgi::Handler> = lazy.clone();
+        let config = fastcgi::ServerConfig::default();
+        let grace = config.shutdown_grace;
+        let outcome = fastcgi::Server::new(config, handler)
+            .serve(vec![listener], shutdown_signal())
+            .await
+            .map_err(|e| format!("the server failed: {e}"))?;
+        let drained = match lazy.started() {
+            Some(bridge) => tokio::task::spawn_blocking(move || bridge.shutdown(grace))
+                .await
+                .unwrap_or(false),
+            None => true,
+        };
+        Ok((outcome, drained))
+    });
+    finish(outcome, &logging)
+}
+
+/// Stdin mode's start-up, run by `LazyBridge` on its own thread at the first request.
+struct BridgeStarter {
+    flags: Flags,
+    env: Environment,
+    cwd: PathBuf,
+    logging: Logging,
+}
+
+impl BridgeStarter {
+    /// `WFCGI_DEBUG` read on its own, for a failure that stopped resolution itself.
+    fn debug_responses(&self, app_dir: Option<&Path>) -> bool {
+        let web_config = app_dir
+            .and_then(webconfig::find)
+            .and_then(|p| webconfig::load(&p).ok());
+        let sources = Sources {
+            flags: &self.flags,
+            web_config: web_config.as_ref(),
+            env: &self.env,
+        };
+        sources.lookup(settings::WFCGI_DEBUG).is_some_and(|v| {
+            matches!(
+                v.text.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        })
+    }
+}
+
+impl Starter for BridgeStarter {
+    type Handler = wsgi::Bridge;
+
+    fn start(&self, appl_physical_path: Option<PathBuf>) -> Result<wsgi::Bridge, StartFailure> {
+        let settings_failure = |message: String, app_dir: Option<&Path>| StartFailure {
+            message,
+            // Nothing of Python has started: fixing the settings and retrying works.
+            retryable: true,
+            debug_responses: self.debug_responses(app_dir),
+        };
+        let app_dir = settings::app_dir(
+            &self.flags,
+            &self.env,
+            &self.cwd,
+            appl_physical_path.as_deref(),
+        )
+        .map_err(|e| settings_failure(e.to_string(), None))?;
+        let (settings, web_config) = load_settings(&self.flags, &self.env, &app_dir, &self.cwd)
+            .map_err(|message| {
+                if self.logging.file_path().is_none() {
+                    if let Some(file) =
+                        intended_log_file(&self.flags, &self.env, &app_dir, &self.cwd)
+                    {
+                        let _ = self.logging.set_file(&file);
+                    }
+                }
+                settings_failure(message, Some(&app_dir))
+            })?;
+        // See settings::apply_environment for why this is sound here: the runtime's workers
+        // are waiting for this start-up, and no wfcgi thread reads the environment via libc.
+        settings::apply_environment(&settings);
+        report_settings(&self.logging, &settings, web_config.as_ref(), &app_dir)
+            .map_err(|message| settings_failure(message, Some(&app_dir)))?;
+        let debug_responses = settings.bridge.debug_responses;
+        wsgi::Bridge::start(settings.bridge).map_err(|e| StartFailure {
+            retryable: start_error_is_retryable(&e),
+            message: e.to_string(),
+            debug_responses,
+        })
+    }
+}
+
+/// Errors raised before CPython was initialised can be retried; after, the interpreter exists
+/// (or half exists) and cannot be initialised again in this process.
+fn start_error_is_retryable(error: &wsgi::StartError) -> bool {
+    use wsgi::StartError as E;
+    match error {
+        E::VenvNotFound { .. }
+        | E::NotAVenv { .. }
+        | E::VenvVersionMismatch { .. }
+        | E::AppDir { .. }
+        | E::Invalid { .. } => true,
+        E::Interpreter { .. }
+        | E::AlreadyStarted { .. }
+        | E::ActivateThis { .. }
+        | E::Python(_)
+        | E::Threads(_) => false,
+    }
+}
