@@ -47,6 +47,8 @@ const COMMON_KEYS: &[&str] = &[
     "DOCUMENT_ROOT",
     "SCRIPT_FILENAME",
     "GATEWAY_INTERFACE",
+    "REQUEST_SCHEME",
+    "REDIRECT_STATUS",
     "HTTPS",
     "HTTP_HOST",
     "HTTP_USER_AGENT",
@@ -58,11 +60,20 @@ const COMMON_KEYS: &[&str] = &[
     "HTTP_REFERER",
     "HTTP_CACHE_CONTROL",
     "HTTP_UPGRADE_INSECURE_REQUESTS",
+    "HTTP_ORIGIN",
+    "HTTP_PRAGMA",
+    "HTTP_AUTHORIZATION",
+    "HTTP_IF_NONE_MATCH",
+    "HTTP_IF_MODIFIED_SINCE",
+    "HTTP_X_REQUESTED_WITH",
+    "HTTP_X_REAL_IP",
+    "HTTP_SEC_FETCH_DEST",
+    "HTTP_SEC_FETCH_MODE",
+    "HTTP_SEC_FETCH_SITE",
+    "HTTP_SEC_FETCH_USER",
     "HTTP_X_FORWARDED_FOR",
     "HTTP_X_FORWARDED_PROTO",
     "HTTP_X_ORIGINAL_URL",
-    "HTTP_CONTENT_TYPE",
-    "HTTP_CONTENT_LENGTH",
     "APPL_MD_PATH",
     "APPL_PHYSICAL_PATH",
     "INSTANCE_ID",
@@ -82,8 +93,9 @@ struct Seen<'a> {
 /// The template dict and interned keys; built once per bridge.
 pub struct EnvironTemplate {
     template: Py<PyDict>,
-    /// Sorted by name for a binary search.
-    common: Vec<(&'static [u8], Py<PyString>)>,
+    /// Interned keys bucketed by name length: a param's name is compared only with the few
+    /// keys of its own length (one comparison for most), not searched among all of them.
+    common: Vec<Vec<(&'static [u8], Py<PyString>)>>,
     options: EnvironOptions,
 }
 
@@ -106,11 +118,11 @@ impl EnvironTemplate {
         // PEP 3333: SCRIPT_NAME and PATH_INFO may be empty but an app may index them.
         template.set_item(intern!(py, "SCRIPT_NAME"), intern!(py, ""))?;
         template.set_item(intern!(py, "PATH_INFO"), intern!(py, ""))?;
-        let mut common: Vec<_> = COMMON_KEYS
-            .iter()
-            .map(|k| (k.as_bytes(), PyString::intern(py, k).unbind()))
-            .collect();
-        common.sort_by(|a, b| a.0.cmp(b.0));
+        let longest = COMMON_KEYS.iter().map(|k| k.len()).max().unwrap_or(0);
+        let mut common: Vec<Vec<_>> = (0..=longest).map(|_| Vec::new()).collect();
+        for key in COMMON_KEYS {
+            common[key.len()].push((key.as_bytes(), PyString::intern(py, key).unbind()));
+        }
         Ok(EnvironTemplate {
             template: template.unbind(),
             common,
@@ -149,11 +161,19 @@ impl EnvironTemplate {
                 b"SCRIPT_NAME" => seen.script_name = Some(value),
                 b"QUERY_STRING" => seen.query_string = Some(value),
                 b"HTTP_X_ORIGINAL_URL" => seen.original_url = Some(value),
+                // PEP 3333 (after CGI): the body's type and length are CONTENT_TYPE and
+                // CONTENT_LENGTH only. Web servers pass the headers through as well (nginx
+                // does), and wsgiref.validate rejects an environ that has them.
+                b"HTTP_CONTENT_TYPE" | b"HTTP_CONTENT_LENGTH" => continue,
                 _ => {}
             }
-            let key = match self.common.binary_search_by(|(k, _)| (*k).cmp(name)) {
-                Ok(i) => self.common[i].1.bind(py).clone(),
-                Err(_) => latin1(py, name),
+            let interned = self
+                .common
+                .get(name.len())
+                .and_then(|bucket| bucket.iter().find(|(k, _)| *k == name));
+            let key = match interned {
+                Some((_, key)) => key.bind(py).clone(),
+                None => latin1(py, name),
             };
             environ.set_item(key, latin1(py, value))?;
         }
@@ -215,12 +235,16 @@ impl EnvironTemplate {
 
 /// PEP 3333 native string: each byte is the code point of the same value.
 fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
-    match std::str::from_utf8(bytes) {
-        Ok(text) if bytes.is_ascii() => PyString::new(py, text),
-        _ => {
-            let text: String = bytes.iter().map(|&b| char::from(b)).collect();
-            PyString::new(py, &text)
-        }
+    // CPython's own latin-1 decoder: one pass over the bytes, the exact PEP 3333 mapping (every
+    // byte is the code point of the same value) and no intermediate Rust string.
+    let len = pyo3::ffi::Py_ssize_t::try_from(bytes.len()).expect("a param fits in isize");
+    // SAFETY: the pointer and length describe `bytes`, which outlives the call; a null `errors`
+    // means "strict", and latin-1 decoding cannot fail except on memory exhaustion.
+    unsafe {
+        let ptr = pyo3::ffi::PyUnicode_DecodeLatin1(bytes.as_ptr().cast(), len, std::ptr::null());
+        Bound::from_owned_ptr_or_err(py, ptr)
+            .expect("latin-1 decoding never fails")
+            .cast_into_unchecked()
     }
 }
 
@@ -280,8 +304,13 @@ mod tests {
 
     #[test]
     fn content_keys_as_is_and_wsgi_keys() {
-        let params: &[(&[u8], &[u8])] =
-            &[(b"CONTENT_TYPE", b"text/plain"), (b"CONTENT_LENGTH", b"12")];
+        // nginx passes the headers through too; PEP 3333 keeps only the CGI names.
+        let params: &[(&[u8], &[u8])] = &[
+            (b"CONTENT_TYPE", b"text/plain"),
+            (b"CONTENT_LENGTH", b"12"),
+            (b"HTTP_CONTENT_TYPE", b"text/plain"),
+            (b"HTTP_CONTENT_LENGTH", b"12"),
+        ];
         let options = EnvironOptions {
             multithread: true,
             ..EnvironOptions::default()
