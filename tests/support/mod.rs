@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod peers;
+pub mod wfcgi;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -238,15 +239,18 @@ impl Reply {
     }
 }
 
-/// A FastCGI client over a blocking TCP socket, speaking raw bytes.
-pub struct Client {
-    pub stream: TcpStream,
+/// A FastCGI client over a blocking socket (TCP unless made `from_unix`), speaking raw bytes.
+pub struct Client<S = TcpStream> {
+    pub stream: S,
     buf: BytesMut,
 }
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).unwrap();
+        Client::from_stream(TcpStream::connect(addr).unwrap())
+    }
+
+    pub fn from_stream(stream: TcpStream) -> Client {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
@@ -254,10 +258,6 @@ impl Client {
             stream,
             buf: BytesMut::new(),
         }
-    }
-
-    pub fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap();
     }
 
     /// The records of one whole request: BEGIN, PARAMS (one record), STDIN (in 64 KiB records).
@@ -283,10 +283,29 @@ impl Client {
         protocol::encode_stream_end(&mut out, RecordType::Stdin, id);
         out
     }
+}
+
+impl Client<std::os::unix::net::UnixStream> {
+    /// A client over one end of a socketpair (the IIS-style connected fd 0).
+    pub fn from_unix(stream: std::os::unix::net::UnixStream) -> Self {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Client {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+}
+
+impl<S: Read + Write> Client<S> {
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
 
     /// Sends a request on this connection (keep-conn set) and reads its reply.
     pub fn get(&mut self, script: &str, query: &str) -> Reply {
-        let bytes = Self::request_bytes(
+        let bytes = Client::request_bytes(
             1,
             true,
             &[("SCRIPT_NAME", script), ("QUERY_STRING", query)],
