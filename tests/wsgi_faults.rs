@@ -312,3 +312,57 @@ fn max_body_bytes_applies_to_a_body_without_content_length() {
     assert_eq!(status, 413, "{}", text(&r.stdout));
     still_serves(&w, &mut w.connect());
 }
+
+/// A client that leaves mid-response: the app's iterable is still closed (PEP 3333), and the
+/// process goes on serving.
+#[test]
+fn close_is_called_when_the_client_goes_away_mid_response() {
+    let w = serve_testapp(&[]);
+    let mut c = w.connect();
+    let params = wsgi_params("GET", "/close-tracker", "chunks=200&delay=0.02");
+    c.send(&Client::request_bytes(1, true, &params, b""));
+    // Take the first record, then hang up while the app is still producing.
+    let first = c.read_record().expect("the response begins");
+    assert_eq!(first.record_type, fastcgi::RecordType::Stdout);
+    drop(c);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let count = get(&mut w.connect(), "/close-count");
+        if count.body() == b"1" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "close() was not called; log:\n{}",
+            w.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// With every Python thread busy, a request whose client leaves while it waits in the queue is
+/// never started: nothing runs for a visitor who is gone.
+#[test]
+fn a_queued_request_whose_client_left_is_not_started() {
+    let w = serve_testapp(&["--threads", "1"]);
+    let mut busy = w.connect();
+    let params = wsgi_params("GET", "/sleep", "ms=1000");
+    busy.send(&Client::request_bytes(1, true, &params, b""));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Queued behind the sleeping request, then abandoned.
+    let mut gone = w.connect();
+    let params = wsgi_params("GET", "/print", "");
+    gone.send(&Client::request_bytes(1, true, &params, b""));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    drop(gone);
+    let reply = busy.read_reply(1);
+    assert_eq!(reply.body(), b"slept");
+    // The thread is free again and serves; the abandoned /print never ran.
+    let mut c = w.connect();
+    still_serves(&w, &mut c);
+    assert!(
+        !w.log().contains("printed-to-stdout"),
+        "the abandoned request ran; log:\n{}",
+        w.log()
+    );
+}
