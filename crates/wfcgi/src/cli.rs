@@ -51,6 +51,14 @@ pub struct Cli {
     pub log_file: Option<String>,
     #[arg(long, global = true, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    #[arg(long, global = true, value_name = "N")]
+    pub max_connections: Option<String>,
+    #[arg(long, global = true, value_name = "N")]
+    pub max_requests_per_connection: Option<String>,
+    #[arg(long, global = true, value_name = "BYTES")]
+    pub max_params_bytes: Option<String>,
+    #[arg(long, global = true, value_name = "SECS")]
+    pub params_timeout_secs: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +162,19 @@ impl Cli {
         );
         flags.set(settings::WSGI_LOG, one(&self.log_file));
         flags.set(settings::WFCGI_LOG_LEVEL, one(&self.log_level));
+        flags.set(settings::WFCGI_MAX_CONNECTIONS, one(&self.max_connections));
+        flags.set(
+            settings::WFCGI_MAX_REQUESTS_PER_CONNECTION,
+            one(&self.max_requests_per_connection),
+        );
+        flags.set(
+            settings::WFCGI_MAX_PARAMS_BYTES,
+            one(&self.max_params_bytes),
+        );
+        flags.set(
+            settings::WFCGI_PARAMS_TIMEOUT_SECS,
+            one(&self.params_timeout_secs),
+        );
         if let Some(Command::Serve(serve)) = &self.command {
             flags.set(settings::WFCGI_LISTEN, serve.listen.clone());
             flags.set(settings::WFCGI_SOCKET_MODE, one(&serve.socket_mode));
@@ -240,6 +261,14 @@ mod tests {
             "/l.log",
             "--log-level",
             "debug",
+            "--max-connections",
+            "100",
+            "--max-requests-per-connection",
+            "2",
+            "--max-params-bytes",
+            "128K",
+            "--params-timeout-secs",
+            "9",
             "serve",
             "--listen",
             "127.0.0.1:1",
@@ -274,6 +303,10 @@ mod tests {
             settings::resolve(&sources, Path::new("/srv"), Path::new("/")).expect("resolves");
         assert_eq!(resolved.bridge.threads, 3);
         assert!(resolved.bridge.debug_responses);
+        assert_eq!(resolved.server.max_connections, 100);
+        assert_eq!(resolved.server.max_requests_per_connection, 2);
+        assert_eq!(resolved.server.max_params_bytes, 128 * 1024);
+        assert_eq!(resolved.server.params_timeout.as_secs(), 9);
     }
 
     #[test]

@@ -187,7 +187,7 @@ fn server_config(settings: &Settings) -> fastcgi::ServerConfig {
         // Requests the bridge can hold: running plus queued. Web servers that ask (GET_VALUES)
         // then do not send more than the pool would refuse.
         advertised_max_requests: Some(settings.bridge.threads + settings.bridge.queue_len),
-        ..fastcgi::ServerConfig::default()
+        ..settings.server.clone()
     }
 }
 

@@ -41,6 +41,12 @@ pub const WFCGI_SHUTDOWN_GRACE_SECS: &str = "WFCGI_SHUTDOWN_GRACE_SECS";
 pub const WFCGI_LOG_LEVEL: &str = "WFCGI_LOG_LEVEL";
 pub const WFCGI_LISTEN: &str = "WFCGI_LISTEN";
 pub const WFCGI_SOCKET_MODE: &str = "WFCGI_SOCKET_MODE";
+pub const WFCGI_MAX_CONNECTIONS: &str = "WFCGI_MAX_CONNECTIONS";
+pub const WFCGI_MAX_REQUESTS_PER_CONNECTION: &str = "WFCGI_MAX_REQUESTS_PER_CONNECTION";
+pub const WFCGI_MAX_PARAMS_BYTES: &str = "WFCGI_MAX_PARAMS_BYTES";
+pub const WFCGI_PARAMS_TIMEOUT_SECS: &str = "WFCGI_PARAMS_TIMEOUT_SECS";
+/// libfcgi's name: the peers allowed to connect over TCP.
+pub const FCGI_WEB_SERVER_ADDRS: &str = "FCGI_WEB_SERVER_ADDRS";
 
 /// wfastcgi's default for `WSGI_RESTART_FILE_REGEX`.
 pub const DEFAULT_RESTART_FILE_REGEX: &str = r".*((\.py)|(\.config))$";
@@ -100,6 +106,16 @@ pub const SPECS: &[Spec] = &[
         help: "address to listen on (HOST:PORT, [IPv6]:PORT or unix:/path), repeatable; in the setting, separated by ','" },
     Spec { name: WFCGI_SOCKET_MODE, flag: Some("--socket-mode"), default: "the umask's",
         help: "permissions of Unix socket files created by --listen, in octal (0660)" },
+    Spec { name: WFCGI_MAX_CONNECTIONS, flag: Some("--max-connections"), default: "1024",
+        help: "FastCGI connections open at once; more wait in the listen backlog" },
+    Spec { name: WFCGI_MAX_REQUESTS_PER_CONNECTION, flag: Some("--max-requests-per-connection"), default: "64",
+        help: "requests in progress on one multiplexed connection; one more is refused with FCGI_OVERLOADED" },
+    Spec { name: WFCGI_MAX_PARAMS_BYTES, flag: Some("--max-params-bytes"), default: "256K",
+        help: "bytes of FastCGI params (CGI variables and headers) one request may send; more is refused with FCGI_OVERLOADED" },
+    Spec { name: WFCGI_PARAMS_TIMEOUT_SECS, flag: Some("--params-timeout-secs"), default: "30",
+        help: "seconds a request's params may take to arrive before its connection is closed" },
+    Spec { name: FCGI_WEB_SERVER_ADDRS, flag: None, default: "none (any peer)",
+        help: "comma-separated IP addresses allowed to connect over TCP (libfcgi's variable); others are refused and logged" },
     Spec { name: WSGI_RESTART_FILE_REGEX, flag: None, default: DEFAULT_RESTART_FILE_REGEX,
         help: "validated, but file watching is not implemented yet: recycle the app pool to restart" },
     Spec { name: ALT_HANDLER, flag: None, default: "none",
@@ -354,6 +370,9 @@ impl Sources<'_> {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub bridge: BridgeConfig,
+    /// The FastCGI server's limits (its shutdown grace and advertised capacity are filled in
+    /// from `bridge` when the server starts).
+    pub server: fastcgi::ServerConfig,
     /// Listen addresses as written (parsed by the server), and where they came from.
     pub listen: Option<(Vec<String>, Value)>,
     pub socket_mode: Option<u32>,
@@ -565,6 +584,47 @@ pub fn resolve(sources: &Sources, app_dir: &Path, cwd: &Path) -> Result<Settings
         let secs = parse_count(&value, 0, 3600, "seconds", "30")?;
         bridge.shutdown_grace = Duration::from_secs(secs as u64);
     }
+    let mut server = fastcgi::ServerConfig::default();
+    if let Some(value) = sources.lookup(WFCGI_MAX_CONNECTIONS) {
+        server.max_connections = parse_count(&value, 1, 1_000_000, "connections", "1024")?;
+    }
+    if let Some(value) = sources.lookup(WFCGI_MAX_REQUESTS_PER_CONNECTION) {
+        server.max_requests_per_connection =
+            parse_count(&value, 1, 65_535, "requests per connection", "64")?;
+    }
+    if let Some(value) = sources.lookup(WFCGI_MAX_PARAMS_BYTES) {
+        let bytes = parse_bytes(&value)?;
+        if !(1024..=64 * 1024 * 1024).contains(&bytes) {
+            return Err(value.invalid("out of range", "use a size from 1K to 64M, e.g. 256K"));
+        }
+        server.max_params_bytes = bytes as usize;
+    }
+    if let Some(value) = sources.lookup(WFCGI_PARAMS_TIMEOUT_SECS) {
+        let secs = parse_count(&value, 1, 3600, "seconds", "30")?;
+        server.params_timeout = Duration::from_secs(secs as u64);
+    }
+    if let Some(value) = sources.lookup(FCGI_WEB_SERVER_ADDRS) {
+        let mut allowed = Vec::new();
+        for part in value
+            .text
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            match part.parse::<std::net::IpAddr>() {
+                Ok(ip) => allowed.push(ip),
+                Err(_) => {
+                    return Err(value.invalid(
+                        format!("{part:?} is not an IP address"),
+                        "list IP addresses separated by commas, e.g. 127.0.0.1,::1",
+                    ))
+                }
+            }
+        }
+        if !allowed.is_empty() {
+            server.allowed_peers = Some(allowed);
+        }
+    }
     if let Some(value) = sources.lookup(SCRIPT_NAME) {
         bridge.script_name = parse_script_name(&value)?;
     }
@@ -673,6 +733,7 @@ pub fn resolve(sources: &Sources, app_dir: &Path, cwd: &Path) -> Result<Settings
 
     Ok(Settings {
         bridge,
+        server,
         listen,
         socket_mode,
         log_file,
@@ -1334,6 +1395,59 @@ mod tests {
         );
         let regex = s.restart_file_regex.expect("regex");
         assert!(regex.is_match("a/b.py") && !regex.is_match("a/b.pyc"));
+    }
+
+    #[test]
+    fn fastcgi_server_limits() {
+        let s = Case {
+            flags: &[(WFCGI_MAX_CONNECTIONS, "10")],
+            web: &[
+                (WFCGI_MAX_REQUESTS_PER_CONNECTION, "1"),
+                (WFCGI_MAX_PARAMS_BYTES, "64K"),
+                (FCGI_WEB_SERVER_ADDRS, "127.0.0.1, ::1"),
+            ],
+            env: &[(WFCGI_PARAMS_TIMEOUT_SECS, "5")],
+        }
+        .resolve()
+        .expect("resolves");
+        assert_eq!(s.server.max_connections, 10);
+        assert_eq!(s.server.max_requests_per_connection, 1);
+        assert_eq!(s.server.max_params_bytes, 64 * 1024);
+        assert_eq!(s.server.params_timeout, Duration::from_secs(5));
+        let allowed: Vec<std::net::IpAddr> =
+            vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+        assert_eq!(s.server.allowed_peers, Some(allowed));
+        let defaults = Case {
+            flags: &[],
+            web: NONE,
+            env: NONE,
+        }
+        .resolve()
+        .expect("resolves");
+        assert_eq!(defaults.server.max_connections, 1024);
+        assert_eq!(defaults.server.allowed_peers, None);
+        for (name, value, problem) in [
+            (
+                FCGI_WEB_SERVER_ADDRS,
+                "127.0.0.1,nginx",
+                "\"nginx\" is not an IP address",
+            ),
+            (WFCGI_MAX_PARAMS_BYTES, "10", "out of range"),
+            (WFCGI_MAX_CONNECTIONS, "0", ""),
+        ] {
+            let e = Case {
+                flags: &[],
+                web: NONE,
+                env: &[(name, value)],
+            }
+            .resolve()
+            .expect_err(name)
+            .to_string();
+            assert!(
+                e.contains(name) && e.contains(problem) && e.contains("Fix:"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
