@@ -72,6 +72,11 @@ impl<T> JobQueue<T> {
         Ok(())
     }
 
+    /// A job if one is queued; never waits.
+    pub(crate) fn try_pop(&self) -> Option<T> {
+        self.lock().jobs.pop_front()
+    }
+
     /// Waits for a job; `None` once closed and empty.
     pub(crate) fn pop(&self) -> Option<T> {
         let mut state = self.lock();
@@ -190,9 +195,15 @@ impl Drop for Pool {
 }
 
 /// One Python thread: attached for life; detached only inside `queue.pop()`.
+///
+/// A thread that has just finished a request takes the next queued one without detaching:
+/// releasing the GIL only to take it back would hand it to another Python thread first (a
+/// futex wake and a context switch each way). It detaches only when there is nothing to do.
+/// An app that blocks (I/O, sleep) still releases the GIL itself, and CPython's switch interval
+/// still shares it among busy threads.
 fn worker(shared: &Shared, queue: &JobQueue<Request>) {
     Python::attach(|py| {
-        while let Some(request) = py.detach(|| queue.pop()) {
+        while let Some(request) = queue.try_pop().or_else(|| py.detach(|| queue.pop())) {
             if request.is_aborted() {
                 // The client left while the request waited: do not start the app.
                 let (_, _, response) = request.into_parts();
