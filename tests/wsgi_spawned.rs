@@ -68,10 +68,7 @@ fn iis_params<'a>(app: &'a str, path: &'a str, query: &'a str) -> Vec<(&'a str, 
 fn iis_process(
     app: &TempDir,
     close_std_handles: bool,
-) -> (
-    Wfcgi,
-    support::wfcgi::FcgiConn<std::os::unix::net::UnixStream>,
-) {
+) -> (Wfcgi, support::Client<std::os::unix::net::UnixStream>) {
     Wfcgi::with_connected_stdin(&[], &|cmd| {
         // Somewhere else than the app: the app directory must come from APPL_PHYSICAL_PATH.
         cmd.current_dir("/")

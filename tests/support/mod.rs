@@ -303,6 +303,12 @@ impl<S: Read + Write> Client<S> {
         self.stream.write_all(bytes).unwrap();
     }
 
+    /// Sends one whole request (keep-conn set) and reads its reply.
+    pub fn request(&mut self, id: u16, params: &[(&str, &str)], body: &[u8]) -> Reply {
+        self.send(&Client::request_bytes(id, true, params, body));
+        self.read_reply(id)
+    }
+
     /// Sends a request on this connection (keep-conn set) and reads its reply.
     pub fn get(&mut self, script: &str, query: &str) -> Reply {
         let bytes = Client::request_bytes(

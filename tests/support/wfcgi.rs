@@ -5,7 +5,6 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
@@ -14,9 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-use bytes::BytesMut;
-use fastcgi::protocol::{EndRequest, Record, RecordType};
 
 use super::peers::{free_port, repo, TempDir};
 use super::{Client, Reply};
@@ -175,7 +171,7 @@ impl Wfcgi {
     pub fn with_connected_stdin(
         args: &[&str],
         configure: Configure,
-    ) -> (Wfcgi, FcgiConn<UnixStream>) {
+    ) -> (Wfcgi, Client<UnixStream>) {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let fd: OwnedFd = theirs.into();
         let w = Self::spawn(
@@ -186,7 +182,7 @@ impl Wfcgi {
         );
         ours.set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
-        (w, FcgiConn::new(ours))
+        (w, Client::from_unix(ours))
     }
 
     fn spawn(args: &[&OsStr], stdin: Stdio, stderr: Option<Stdio>, configure: Configure) -> Wfcgi {
@@ -319,65 +315,6 @@ impl Drop for Wfcgi {
         if self.try_wait().is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
-        }
-    }
-}
-
-/// A raw FastCGI client over any byte stream (the socketpair end of IIS mode).
-pub struct FcgiConn<S: Read + Write> {
-    pub stream: S,
-    buf: BytesMut,
-}
-
-impl<S: Read + Write> FcgiConn<S> {
-    pub fn new(stream: S) -> Self {
-        FcgiConn {
-            stream,
-            buf: BytesMut::new(),
-        }
-    }
-
-    /// Sends one whole request (keep-conn set) and reads its reply.
-    pub fn request(&mut self, id: u16, params: &[(&str, &str)], body: &[u8]) -> Reply {
-        let bytes = Client::request_bytes(id, true, params, body);
-        self.stream.write_all(&bytes).unwrap();
-        self.read_reply(id)
-    }
-
-    pub fn read_record(&mut self) -> Option<Record> {
-        loop {
-            if let Some(r) = Record::parse(&mut self.buf).unwrap() {
-                return Some(r);
-            }
-            let mut chunk = [0u8; 65536];
-            let n = self.stream.read(&mut chunk).unwrap();
-            if n == 0 {
-                assert!(self.buf.is_empty(), "stream ended inside a record");
-                return None;
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    pub fn read_reply(&mut self, id: u16) -> Reply {
-        let mut reply = Reply::default();
-        loop {
-            let r = self
-                .read_record()
-                .expect("connection closed before END_REQUEST");
-            assert_eq!(r.request_id, id, "record for another request");
-            reply
-                .records
-                .push((r.record_type, r.request_id, r.content.len()));
-            match r.record_type {
-                RecordType::Stdout => reply.stdout.extend_from_slice(&r.content),
-                RecordType::Stderr => reply.stderr.extend_from_slice(&r.content),
-                RecordType::EndRequest => {
-                    reply.end = Some(EndRequest::parse(&r.content).unwrap());
-                    return reply;
-                }
-                other => panic!("unexpected {other:?}"),
-            }
         }
     }
 }
