@@ -1,0 +1,434 @@
+//! Memory targets, measured on the real `wfcgi` process (debug build, as the `Wfcgi` wrapper
+//! builds it): a slow reader of a 256 MiB response and a 1 GiB upload must not make the
+//! server's memory grow with the bytes moved. Every assertion is on memory (VmHWM, VmRSS from
+//! /proc), never on time; the figures are printed for the record (`--nocapture`).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use fastcgi::protocol::{self, BeginRequest, EndRequest, ProtocolStatus, RecordType, Role};
+use sha2::{Digest, Sha256};
+use support::peers::{Nginx, PathParams};
+use support::rss_kib;
+use support::wfcgi::{repo_path, wsgi_params, Wfcgi};
+use support::Client;
+
+/// The target: the server's peak resident memory stays under this, whatever the body size.
+const MAX_HWM_KIB: u64 = 150 * 1024;
+/// RSS may not grow by this much between 25% and 90% of a transfer.
+const MAX_GROWTH_KIB: u64 = 32 * 1024;
+
+const RESPONSE_SIZE: usize = 256 << 20;
+const UPLOAD_SIZE: usize = 1 << 30;
+
+/// The slow reader: after each READ_STEP bytes of body it sleeps READ_PAUSE (256 MiB in about
+/// 1024 pauses), so the server is always ahead of the client and must hold back.
+const READ_STEP: usize = 256 << 10;
+const READ_PAUSE: Duration = Duration::from_millis(5);
+
+fn serve_testapp() -> Wfcgi {
+    let python = repo_path("python");
+    Wfcgi::serve(&[
+        "--app-dir",
+        python.to_str().unwrap(),
+        "--handler",
+        "testapp.app.application",
+    ])
+}
+
+/// A `kB` field of /proc/PID/status.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Peak resident memory of the process so far (VmHWM), in KiB.
+fn vm_hwm_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// `i % 251` for i in 0..64 KiB + 251: any run of up to 64 KiB of the pattern starting at
+/// offset `o` is `&pattern_block()[o % 251..][..len]`.
+fn pattern_block() -> &'static [u8] {
+    static BLOCK: OnceLock<Vec<u8>> = OnceLock::new();
+    BLOCK.get_or_init(|| (0..65536 + 251).map(|i| (i % 251) as u8).collect())
+}
+
+fn pattern_at(offset: usize, len: usize) -> &'static [u8] {
+    assert!(len <= 65536);
+    &pattern_block()[offset % 251..][..len]
+}
+
+/// Checks body bytes against the pattern as they arrive; keeps nothing but the count.
+struct PatternCheck {
+    received: usize,
+}
+
+impl PatternCheck {
+    fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let n = data.len().min(65536);
+            if data[..n] != *pattern_at(self.received, n) {
+                let at = (0..n)
+                    .find(|&i| data[i] != ((self.received + i) % 251) as u8)
+                    .unwrap();
+                panic!(
+                    "body byte {} is {}, expected {}",
+                    self.received + at,
+                    data[at],
+                    (self.received + at) % 251
+                );
+            }
+            self.received += n;
+            data = &data[n..];
+        }
+    }
+}
+
+/// Splits a CGI/HTTP head from the body as bytes arrive; holds only the head.
+struct HeadSplit {
+    head: Vec<u8>,
+    done: bool,
+}
+
+impl HeadSplit {
+    fn new() -> Self {
+        HeadSplit {
+            head: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// Returns the body part of `data` (empty while the head is still coming).
+    fn feed<'a>(&mut self, data: &'a [u8]) -> &'a [u8] {
+        if self.done {
+            return data;
+        }
+        let before = self.head.len();
+        self.head.extend_from_slice(data);
+        assert!(self.head.len() < 64 * 1024, "no end of head in 64 KiB");
+        match self.head.windows(4).position(|w| w == b"\r\n\r\n") {
+            Some(at) => {
+                self.done = true;
+                self.head.truncate(at + 4);
+                &data[at + 4 - before..]
+            }
+            None => &[],
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.head).into_owned()
+    }
+}
+
+/// RSS samples taken at each 5% of a transfer: (percent, KiB).
+struct Samples {
+    pid: u32,
+    total: usize,
+    next_pct: usize,
+    taken: Vec<(usize, u64)>,
+}
+
+impl Samples {
+    fn new(pid: u32, total: usize) -> Self {
+        Samples {
+            pid,
+            total,
+            next_pct: 5,
+            taken: Vec::new(),
+        }
+    }
+
+    fn at(&mut self, done: usize) {
+        while self.next_pct <= 100 && done * 100 >= self.total * self.next_pct {
+            self.taken.push((self.next_pct, rss_kib(self.pid)));
+            self.next_pct += 5;
+        }
+    }
+
+    fn rss_at(&self, pct: usize) -> u64 {
+        self.taken
+            .iter()
+            .find(|(p, _)| *p == pct)
+            .unwrap_or_else(|| panic!("no sample at {pct}%"))
+            .1
+    }
+
+    fn describe(&self) -> String {
+        self.taken
+            .iter()
+            .map(|(p, k)| format!("{p}%:{:.1}", mib(*k)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// RSS at 90% is not more than MAX_GROWTH_KIB above RSS at 25%.
+    fn assert_flat(&self, what: &str) {
+        let (early, late) = (self.rss_at(25), self.rss_at(90));
+        assert!(
+            late < early + MAX_GROWTH_KIB,
+            "{what}: RSS grew from {:.1} MiB (25%) to {:.1} MiB (90%); samples (MiB): {}",
+            mib(early),
+            mib(late),
+            self.describe()
+        );
+    }
+}
+
+fn assert_hwm(what: &str, pid: u32, samples: &Samples) -> u64 {
+    let hwm = vm_hwm_kib(pid);
+    eprintln!(
+        "{what}: wfcgi VmHWM {:.1} MiB; VmRSS samples (MiB): {}",
+        mib(hwm),
+        samples.describe()
+    );
+    assert!(
+        hwm < MAX_HWM_KIB,
+        "{what}: wfcgi VmHWM {:.1} MiB >= {} MiB; VmRSS samples (MiB): {}",
+        mib(hwm),
+        MAX_HWM_KIB / 1024,
+        samples.describe()
+    );
+    hwm
+}
+
+#[test]
+fn slow_reader_of_a_256_mib_response_keeps_rss_flat() {
+    let w = serve_testapp();
+    let pid = w.pid();
+    let mut c = w.connect();
+    // Warm up (interpreter, handler import) so the baseline is the idle server.
+    c.send(&Client::request_bytes(
+        1,
+        true,
+        &wsgi_params("GET", "/hello", ""),
+        b"",
+    ));
+    assert_eq!(c.read_reply(1).body(), b"Hello, World!");
+    eprintln!(
+        "slow reader: idle wfcgi VmRSS {:.1} MiB, VmHWM {:.1} MiB",
+        mib(rss_kib(pid)),
+        mib(vm_hwm_kib(pid))
+    );
+
+    let started = Instant::now();
+    let query = format!("size={RESPONSE_SIZE}&chunk=65536");
+    c.send(&Client::request_bytes(
+        2,
+        true,
+        &wsgi_params("GET", "/bigresponse", &query),
+        b"",
+    ));
+    let mut head = HeadSplit::new();
+    let mut check = PatternCheck { received: 0 };
+    let mut samples = Samples::new(pid, RESPONSE_SIZE);
+    let mut since_pause = 0;
+    let end = loop {
+        let r = c
+            .read_record()
+            .expect("connection closed before END_REQUEST");
+        assert_eq!(r.request_id, 2);
+        match r.record_type {
+            RecordType::Stdout => {
+                let body = head.feed(&r.content);
+                check.feed(body);
+                samples.at(check.received);
+                since_pause += body.len();
+                if since_pause >= READ_STEP {
+                    since_pause = 0;
+                    std::thread::sleep(READ_PAUSE);
+                }
+            }
+            RecordType::Stderr => panic!("stderr: {}", String::from_utf8_lossy(&r.content)),
+            RecordType::EndRequest => break EndRequest::parse(&r.content).unwrap(),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    eprintln!(
+        "slow reader: {} MiB in {:.1} s",
+        RESPONSE_SIZE >> 20,
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(end.protocol_status, ProtocolStatus::RequestComplete);
+    assert_eq!(end.app_status, 0);
+    assert!(
+        head.text()
+            .contains(&format!("Content-Length: {RESPONSE_SIZE}")),
+        "{}",
+        head.text()
+    );
+    assert_eq!(check.received, RESPONSE_SIZE);
+    assert_hwm("slow reader, 256 MiB response", pid, &samples);
+    samples.assert_flat("slow reader, 256 MiB response");
+}
+
+#[test]
+fn one_gib_upload_streams_with_flat_rss() {
+    let w = serve_testapp();
+    let pid = w.pid();
+    let mut c = w.connect();
+    c.send(&Client::request_bytes(
+        1,
+        true,
+        &wsgi_params("GET", "/hello", ""),
+        b"",
+    ));
+    assert_eq!(c.read_reply(1).body(), b"Hello, World!");
+    eprintln!(
+        "upload: idle wfcgi VmRSS {:.1} MiB, VmHWM {:.1} MiB",
+        mib(rss_kib(pid)),
+        mib(vm_hwm_kib(pid))
+    );
+
+    // /sha256 reads wsgi.input in 64 KiB read(n) calls, bounded by CONTENT_LENGTH: the
+    // streaming path (Input::read_exact_or_end). Nothing is spooled to a temporary file; that
+    // happens only for a read() of everything on a body of unknown length.
+    let started = Instant::now();
+    let length = UPLOAD_SIZE.to_string();
+    let mut params = wsgi_params("POST", "/sha256", "");
+    params.push(("CONTENT_LENGTH", &length));
+    params.push(("CONTENT_TYPE", "application/octet-stream"));
+    // BEGIN and PARAMS; STDIN follows from the sending thread.
+    let mut start = BytesMut::new();
+    BeginRequest {
+        role: Role::Responder,
+        flags: 1,
+    }
+    .encode(2, &mut start);
+    let mut p = BytesMut::new();
+    for (n, v) in &params {
+        protocol::encode_pair(&mut p, n.as_bytes(), v.as_bytes());
+    }
+    protocol::encode_stream(&mut start, RecordType::Params, 2, &p);
+    protocol::encode_stream_end(&mut start, RecordType::Params, 2);
+    c.send(&start);
+
+    // The sender writes as fast as the server takes it; the expected digest is computed on
+    // another thread over the same deterministic bytes (sha2 in a debug build hashes at about
+    // 60 MB/s, which would otherwise throttle the sender and hide any buffering in the server).
+    let hasher = std::thread::spawn(|| {
+        let mut hasher = Sha256::new();
+        let mut done = 0usize;
+        while done < UPLOAD_SIZE {
+            let n = (UPLOAD_SIZE - done).min(protocol::MAX_CONTENT_LEN);
+            hasher.update(pattern_at(done, n));
+            done += n;
+        }
+        let hex: String = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        (hex, done)
+    });
+    let mut out = c.stream.try_clone().unwrap();
+    let progress = Arc::new(AtomicUsize::new(0));
+    let sender_progress = progress.clone();
+    let sender = std::thread::spawn(move || {
+        let mut sent = 0usize;
+        let mut record = BytesMut::with_capacity(protocol::HEADER_LEN + 65536);
+        while sent < UPLOAD_SIZE {
+            // One STDIN record of (nearly) 64 KiB, built from the pattern as it goes out.
+            let n = (UPLOAD_SIZE - sent).min(protocol::MAX_CONTENT_LEN);
+            record.clear();
+            protocol::encode_stream(&mut record, RecordType::Stdin, 2, pattern_at(sent, n));
+            out.write_all(&record).unwrap();
+            sent += n;
+            sender_progress.store(sent, Ordering::Relaxed);
+        }
+        record.clear();
+        protocol::encode_stream_end(&mut record, RecordType::Stdin, 2);
+        out.write_all(&record).unwrap();
+        sent
+    });
+
+    // While the body goes out, sample the server's RSS against the bytes written so far (what
+    // the server has consumed, give or take the socket buffers).
+    let mut samples = Samples::new(pid, UPLOAD_SIZE);
+    while !sender.is_finished() {
+        samples.at(progress.load(Ordering::Relaxed));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = sender.join().unwrap();
+    let send_secs = started.elapsed().as_secs_f64();
+    let reply = c.read_reply(2);
+    samples.at(sent);
+    eprintln!(
+        "upload: {} MiB sent in {send_secs:.1} s, reply after {:.1} s",
+        sent >> 20,
+        started.elapsed().as_secs_f64()
+    );
+    let (expected_hex, hashed) = hasher.join().unwrap();
+    assert_eq!(hashed, sent);
+    let end = reply.end.as_ref().expect("END_REQUEST");
+    assert_eq!(end.protocol_status, ProtocolStatus::RequestComplete);
+    let body = String::from_utf8_lossy(reply.body()).into_owned();
+    assert_eq!(body, format!("{expected_hex} {UPLOAD_SIZE}"));
+    assert_hwm("1 GiB upload", pid, &samples);
+    samples.assert_flat("1 GiB upload");
+}
+
+#[test]
+fn slow_http_reader_through_nginx_keeps_wfcgi_rss_flat() {
+    let w = serve_testapp();
+    let pid = w.pid();
+    let nginx = Nginx::start(&w.addr(), PathParams::Wsgi);
+    let started = Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", nginx.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // HTTP/1.0: no chunked encoding, the body ends at close.
+    write!(
+        s,
+        "GET /bigresponse?size={RESPONSE_SIZE}&chunk=65536 HTTP/1.0\r\nHost: localhost\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = HeadSplit::new();
+    let mut check = PatternCheck { received: 0 };
+    let mut samples = Samples::new(pid, RESPONSE_SIZE);
+    let mut since_pause = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        let body = head.feed(&buf[..n]);
+        check.feed(body);
+        samples.at(check.received);
+        since_pause += body.len();
+        if since_pause >= READ_STEP {
+            since_pause = 0;
+            std::thread::sleep(READ_PAUSE);
+        }
+    }
+    eprintln!(
+        "nginx slow reader: {} MiB in {:.1} s",
+        RESPONSE_SIZE >> 20,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(head.text().starts_with("HTTP/1.1 200"), "{}", head.text());
+    assert!(
+        head.text()
+            .contains(&format!("Content-Length: {RESPONSE_SIZE}")),
+        "{}",
+        head.text()
+    );
+    assert_eq!(check.received, RESPONSE_SIZE);
+    assert_hwm("nginx slow reader, 256 MiB response", pid, &samples);
+    samples.assert_flat("nginx slow reader, 256 MiB response");
+}
