@@ -373,7 +373,7 @@ impl Connection {
     fn answer_get_values(&self, content: &[u8], out: &mut BytesMut) -> Result<(), ProtocolError> {
         let conns = self.config.advertised_max_conns.to_string();
         let reqs = self.config.advertised_max_reqs.to_string();
-        let mut answers: Vec<(&[u8], &[u8])> = Vec::new();
+        let mut answers: Vec<(&[u8], &[u8])> = Vec::with_capacity(3);
         for pair in protocol::Pairs::new(content) {
             let (name, _) = pair?;
             let value: &[u8] = match name {
@@ -383,7 +383,11 @@ impl Connection {
                 // Spec 4.1: names the application does not know are left out of the reply.
                 _ => continue,
             };
-            answers.push((name, value));
+            // Each name is answered once: a query repeating a name thousands of times must not
+            // grow the reply past one record's 65535 bytes (found by reading the fuzz target).
+            if !answers.iter().any(|(n, _)| *n == name) {
+                answers.push((name, value));
+            }
         }
         protocol::encode_get_values_result(out, &answers);
         Ok(())
@@ -647,6 +651,31 @@ mod tests {
             [
                 (&b"FCGI_MAX_CONNS"[..], &b"10"[..]),
                 (b"FCGI_MAX_REQS", b"50"),
+                (b"FCGI_MPXS_CONNS", b"1")
+            ]
+        );
+    }
+
+    #[test]
+    fn get_values_answers_each_name_once_however_often_asked() {
+        // The fuzz reproducer: 3277 copies of one name (52 KB) would have asked for a 65540-byte
+        // reply, past the 16-bit record length.
+        let mut h = Harness::new(ConnectionConfig::default());
+        let mut q = BytesMut::new();
+        for _ in 0..3277 {
+            encode_pair(&mut q, b"FCGI_MAX_CONNS", b"");
+        }
+        encode_pair(&mut q, b"FCGI_MPXS_CONNS", b"");
+        assert!(h.feed(RecordType::GetValues, 0, &q).unwrap().is_none());
+        let replies = h.replies();
+        assert_eq!(replies.len(), 1);
+        let got: Vec<_> = protocol::Pairs::new(&replies[0].content)
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (&b"FCGI_MAX_CONNS"[..], &b"1024"[..]),
                 (b"FCGI_MPXS_CONNS", b"1")
             ]
         );
