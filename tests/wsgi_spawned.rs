@@ -10,7 +10,9 @@ use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use support::peers::{self, Nginx, PathParams, TempDir};
-use support::wfcgi::{cgi_status, read_lossy, repo_path, write_web_config, wsgi_params, Wfcgi};
+use support::wfcgi::{
+    cgi_status, read_lossy, repo_path, venv, write_web_config, wsgi_params, Wfcgi,
+};
 use support::Client;
 
 /// A temporary app directory whose web.config serves python/testapp.
@@ -378,4 +380,57 @@ fn iis_style_venv_of_another_python_is_a_500_not_an_exit_and_fixing_it_recovers(
         "log:\n{}",
         read_lossy(&log_path)
     );
+}
+
+/// A web.config written for wfastcgi with ptvs_virtualenv_proxy.py, unchanged: WSGI_HANDLER names
+/// the proxy, the real handler is WSGI_ALT_VIRTUALENV_HANDLER, the virtualenv comes from
+/// WSGI_ALT_VIRTUALENV_ACTIVATE_THIS. No proxy script exists anywhere: wfcgi understands it.
+#[test]
+fn old_ptvs_virtualenv_proxy_web_config_works_without_the_proxy() {
+    let cases = [
+        // get_virtualenv_handler(): an old virtualenv's activate_this.py.
+        (
+            "ptvs_virtualenv_proxy.get_virtualenv_handler()",
+            venv("activate-this").join("bin/activate_this.py"),
+            "wfcgi_activate_marker",
+        ),
+        // get_venv_handler(): the venv's python executable.
+        (
+            "ptvs_virtualenv_proxy.get_venv_handler()",
+            venv("isolated").join("bin/python"),
+            "iso8601",
+        ),
+    ];
+    for (proxy, activate, venv_only_module) in cases {
+        let python = repo_path("python");
+        let dir = TempDir::new("app-proxy");
+        write_web_config(
+            dir.path(),
+            &[
+                ("WSGI_HANDLER", proxy),
+                ("WSGI_ALT_VIRTUALENV_HANDLER", "testapp.app.application"),
+                (
+                    "WSGI_ALT_VIRTUALENV_ACTIVATE_THIS",
+                    activate.to_str().unwrap(),
+                ),
+                ("PYTHONPATH", python.to_str().unwrap()),
+            ],
+        );
+        let appl = dir.path().to_str().unwrap().to_owned();
+        let (mut w, mut conn) = iis_process(&dir, false);
+        let reply = conn.request(1, &iis_params(&appl, "/hello", ""), b"");
+        assert_eq!(reply.body(), b"Hello, World!", "{proxy}: log:\n{}", w.log());
+        let query = format!("name={venv_only_module}");
+        let reply = conn.request(1, &iis_params(&appl, "/imports", &query), b"");
+        let body = String::from_utf8_lossy(reply.body()).into_owned();
+        assert!(
+            body.starts_with("ok "),
+            "{proxy}: the venv's package: {body}"
+        );
+        drop(conn);
+        assert_eq!(
+            w.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()),
+            Some(0)
+        );
+    }
 }
