@@ -13,7 +13,9 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+#[cfg(unix)]
+use std::path::Path;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::task::{Context, Poll};
@@ -134,6 +136,8 @@ pub enum Listener {
 
 impl Listener {
     pub async fn bind(addr: &ListenAddr, options: BindOptions) -> Result<Listener, BindError> {
+        #[cfg(not(unix))]
+        let _ = options; // only Unix sockets have a file mode
         let io_err = |source: io::Error| {
             if source.kind() == io::ErrorKind::AddrInUse {
                 BindError::InUse { addr: addr.clone() }
@@ -174,6 +178,18 @@ impl Listener {
     #[cfg(unix)]
     pub fn from_stdin() -> io::Result<Listener> {
         inherited::take_fd0()
+    }
+
+    /// On Windows, IIS hands over a named pipe (or, in its Tcp mode, a listening socket) as the
+    /// standard input handle. Neither transport exists yet: say so rather than fail obscurely.
+    #[cfg(windows)]
+    pub fn from_stdin() -> io::Result<Listener> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "serving the standard input handle (IIS's named pipe or Tcp mode) is not implemented \
+             on Windows yet; use `wfcgi serve --listen 127.0.0.1:9000` behind a web server that \
+             connects over TCP",
+        ))
     }
 
     /// Whether this listener yields one connection only (after which the server is done).

@@ -307,7 +307,14 @@ async fn connection_task(plan: Arc<Plan>) -> TaskResult {
     result
 }
 
+/// User and system CPU time of this process so far (not measured off Unix: zero).
+#[cfg(not(unix))]
+fn cpu_times() -> (Duration, Duration) {
+    (Duration::ZERO, Duration::ZERO)
+}
+
 /// User and system CPU time of this process so far.
+#[cfg(unix)]
 fn cpu_times() -> (Duration, Duration) {
     // SAFETY: getrusage fills the struct it is given; a zeroed rusage is a valid value.
     let usage = unsafe {

@@ -5,7 +5,9 @@
 //! Writes go through `Response::try_write`; only when the connection's outgoing buffer is full
 //! does a write detach from the interpreter to wait in `blocking_write` (the backpressure).
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+#[cfg(unix)]
+use bytes::BytesMut;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;

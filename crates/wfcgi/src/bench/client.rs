@@ -2,6 +2,7 @@
 //! record, checking its CGI status and body as it arrives, without keeping the body.
 
 use std::io;
+#[cfg(unix)]
 use std::path::PathBuf;
 
 use bytes::{Buf, BytesMut};
