@@ -153,13 +153,15 @@ fn unknown_role_is_refused_on_the_wire() {
 fn abort_reaches_the_handler_and_end_request_follows() {
     let server = TestServer::start();
     let mut c = server.connect();
+    // Accepted for sure (see above), then a request that never ends by itself.
+    assert_eq!(c.get("/hello", "").body(), b"Hello, World!");
     c.send(&Client::request_bytes(
         1,
         true,
         &[("SCRIPT_NAME", "/wait-abort")],
         b"",
     ));
-    std::thread::sleep(Duration::from_millis(50));
+    std::thread::sleep(Duration::from_millis(100));
     let mut abort = BytesMut::new();
     protocol::encode_header(&mut abort, RecordType::AbortRequest, 1, 0);
     c.send(&abort);
@@ -417,13 +419,15 @@ fn graceful_shutdown_gives_up_after_the_grace_period() {
         ..ServerConfig::default()
     });
     let mut c = server.connect();
+    // Accepted for sure (see above), then a request that never ends by itself.
+    assert_eq!(c.get("/hello", "").body(), b"Hello, World!");
     c.send(&Client::request_bytes(
         1,
         true,
         &[("SCRIPT_NAME", "/wait-abort")],
         b"",
     ));
-    std::thread::sleep(Duration::from_millis(50));
+    std::thread::sleep(Duration::from_millis(100));
     assert_eq!(
         server.shutdown(),
         ServeOutcome::GraceExpired { connections: 1 }
