@@ -483,3 +483,78 @@ fn nginx_in_front_with_keepalive() {
     // nginx kept its upstream connections open: far fewer connections than requests.
     assert!(server.stats.requests.load(Ordering::Relaxed) >= 22);
 }
+
+#[test]
+fn a_peer_that_never_reads_cannot_grow_the_reply_buffer() {
+    // Every unknown-type record earns a 16-byte reply. A peer that sends them and never reads
+    // ours must be held back (its writes stall), not answered into an ever-growing buffer.
+    let server = TestServer::start();
+    let c = server.connect();
+    let mut w = c.stream.try_clone().unwrap();
+    w.set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut batch = BytesMut::new();
+    for _ in 0..8192 {
+        protocol::encode_header(&mut batch, RecordType::Other(99), 0, 0);
+    }
+    let mut sent = 0usize;
+    let stalled = loop {
+        match w.write(&batch) {
+            Ok(n) => sent += n,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                break true
+            }
+            Err(e) => panic!("{e}"),
+        }
+        if sent > 64 * 1024 * 1024 {
+            break false;
+        }
+    };
+    assert!(
+        stalled,
+        "the server read {sent} bytes of records whose replies nobody reads"
+    );
+    assert_eq!(server.connect().get("/hello", "").body(), b"Hello, World!");
+}
+
+#[test]
+fn an_early_reply_without_keep_conn_is_not_lost_to_a_reset() {
+    // /hello answers without reading its body. The connection must stay open (discarding the
+    // body) until the web server has sent it all, then close cleanly: closing with unread data
+    // would send a reset, which can destroy the reply.
+    let server = TestServer::start();
+    let mut c = server.connect();
+    let body = pattern(0, 4 * 1024 * 1024);
+    let bytes = Client::request_bytes(1, false, &[("SCRIPT_NAME", "/hello")], &body);
+    let mut w = c.stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || w.write_all(&bytes).unwrap());
+    let reply = c.read_reply(1);
+    assert_eq!(reply.body(), b"Hello, World!");
+    sender.join().unwrap();
+    assert!(
+        c.read_record().is_none(),
+        "a clean close after the whole body"
+    );
+}
+
+#[test]
+fn an_abort_before_the_request_is_handed_over_still_ends_it() {
+    // BEGIN, PARAMS, part of the body and ABORT in one read: the handler (which reads its
+    // body to the end) must learn of the abort rather than wait for a body that never comes.
+    let server = TestServer::start();
+    let mut c = server.connect();
+    let mut bytes = Client::request_bytes(1, true, &[("SCRIPT_NAME", "/echo")], b"");
+    bytes.truncate(bytes.len() - 8); // no empty STDIN
+    protocol::encode_stream(&mut bytes, RecordType::Stdin, 1, b"partial body");
+    protocol::encode_header(&mut bytes, RecordType::AbortRequest, 1, 0);
+    c.send(&bytes);
+    let reply = c.read_reply(1);
+    assert_eq!(
+        reply.end.unwrap().protocol_status,
+        ProtocolStatus::RequestComplete
+    );
+    assert_eq!(c.get("/hello", "").body(), b"Hello, World!");
+}

@@ -71,8 +71,13 @@ pub enum Event {
     /// The web server aborted a request the application has (spec 5.4). The application should
     /// stop and end it; the END_REQUEST comes from [`Connection::end_request`].
     Abort { id: u16 },
-    /// A request was refused and END_REQUEST already written; for the driver's log.
-    Refused { id: u16, reason: Refusal },
+    /// A request was refused and END_REQUEST already written; for the driver's log, and so that
+    /// a refused request without `FCGI_KEEP_CONN` still closes the connection (spec 5.1).
+    Refused {
+        id: u16,
+        reason: Refusal,
+        keep_conn: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -140,6 +145,26 @@ impl Connection {
             .iter()
             .filter(|(_, s)| !matches!(s, Slot::Discarding))
             .count()
+    }
+
+    /// Whether a request that has ended is still owed the rest of its body by the web server.
+    /// Closing the connection then would leave unread data and turn the close into a reset,
+    /// which can destroy the reply just sent.
+    pub fn is_discarding(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|(_, s)| matches!(s, Slot::Discarding))
+    }
+
+    /// Restarts the params clock of every request still waiting for its params: the driver
+    /// calls it when it resumes reading after holding the socket back itself, so that its own
+    /// pause is not charged to the web server.
+    pub fn restart_params_clock(&mut self, now: Instant) {
+        for (_, slot) in &mut self.slots {
+            if let Slot::Params { begun, .. } = slot {
+                *begun = (*begun).max(now);
+            }
+        }
     }
 
     /// The moment by which the oldest request still waiting for its params must have them.
@@ -224,7 +249,11 @@ impl Connection {
         if let Some((reason, protocol_status)) = refusal {
             end_record(out, id, 0, protocol_status);
             self.slots.push((id, Slot::Discarding));
-            return Ok(Some(Event::Refused { id, reason }));
+            return Ok(Some(Event::Refused {
+                id,
+                reason,
+                keep_conn: begin.keep_conn(),
+            }));
         }
         self.slots.push((
             id,
@@ -258,12 +287,16 @@ impl Connection {
                 record_type: RecordType::Params,
                 id,
             }),
-            Slot::Params { .. } if len + content.len() > self.config.max_params_bytes => {
+            Slot::Params { keep_conn, .. }
+                if len + content.len() > self.config.max_params_bytes =>
+            {
+                let keep_conn = *keep_conn;
                 end_record(out, id, 0, ProtocolStatus::Overloaded);
                 *slot = Slot::Discarding;
                 Ok(Some(Event::Refused {
                     id,
                     reason: Refusal::ParamsTooLarge,
+                    keep_conn,
                 }))
             }
             Slot::Params {
@@ -694,7 +727,8 @@ mod tests {
                 ev,
                 Some(Event::Refused {
                     id: 5,
-                    reason: Refusal::UnknownRole(_)
+                    reason: Refusal::UnknownRole(_),
+                    ..
                 })
             ));
             assert_eq!(
@@ -801,7 +835,8 @@ mod tests {
                 ev,
                 Some(Event::Refused {
                     id: 9,
-                    reason: Refusal::TooManyRequests
+                    reason: Refusal::TooManyRequests,
+                    ..
                 })
             ));
             assert_eq!(end_status(&h.replies()[0]), (0, status));
@@ -821,7 +856,8 @@ mod tests {
             ev,
             Some(Event::Refused {
                 id: 1,
-                reason: Refusal::ParamsTooLarge
+                reason: Refusal::ParamsTooLarge,
+                ..
             })
         ));
         assert_eq!(end_status(&h.replies()[0]), (0, ProtocolStatus::Overloaded));

@@ -257,6 +257,9 @@ async fn accept_loop(mut listener: Listener, ctx: Arc<Context>, permits: Arc<Sem
 const COPY_THRESHOLD: usize = 4096;
 /// Outgoing bytes the driver holds before it stops taking more from the handlers.
 const OUT_HIGH_WATER: usize = 64 * 1024;
+/// Outgoing bytes past which the driver stops reading its socket: every management record read
+/// may add a reply, and a peer that sends them without reading ours must not grow this buffer.
+const OUT_READ_PAUSE: usize = 256 * 1024;
 /// Body bytes kept with a request that has not been dispatched yet; a larger body is streamed.
 const INLINE_BODY_BYTES: usize = 64 * 1024;
 /// The read buffer never needs more than one maximal record plus a read's worth.
@@ -347,6 +350,7 @@ struct Active {
 
 /// A body record waiting for room in its request's channel.
 struct Stalled {
+    id: u16,
     tx: mpsc::Sender<Bytes>,
     data: Bytes,
 }
@@ -374,6 +378,8 @@ struct Driver<'a> {
     max_permits: u32,
     close_when_idle: bool,
     eof: bool,
+    /// A stall ended outside the read path: parse what is already in the read buffer.
+    parse_again: bool,
 }
 
 async fn run_connection<IO>(io: IO, peer: Peer, ctx: &Context)
@@ -399,6 +405,7 @@ where
         max_permits: u32::try_from(budget_bytes).unwrap_or(u32::MAX),
         close_when_idle: false,
         eof: false,
+        parse_again: false,
     };
     let mut draining = ctx.draining.clone();
     let (mut rd, mut wr) = tokio::io::split(io);
@@ -471,11 +478,15 @@ impl Driver<'_> {
             }
             let can_take = self.out.len() < OUT_HIGH_WATER;
             let can_write = !self.out.is_empty();
-            let can_read = self.stalled.is_none() && !self.eof;
+            let can_read = self.stalled.is_none() && !self.eof && self.out.len() < OUT_READ_PAUSE;
             if can_read && self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
                 self.rbuf.reserve(READ_CHUNK);
             }
-            let deadline = self.conn.params_deadline(self.ctx.config.params_timeout);
+            // While we hold the socket back ourselves, params cannot arrive: no deadline then.
+            let deadline = match self.stalled {
+                None => self.conn.params_deadline(self.ctx.config.params_timeout),
+                Some(_) => None,
+            };
             let out = &self.out;
             let rbuf = &mut self.rbuf;
             let stalled = &self.stalled;
@@ -500,6 +511,9 @@ impl Driver<'_> {
                             Ok(msg) => self.on_outgoing(msg),
                             Err(_) => break,
                         }
+                    }
+                    if std::mem::take(&mut self.parse_again) {
+                        self.process_input()?;
                     }
                 }
                 Wake::Wrote(res) => {
@@ -529,9 +543,10 @@ impl Driver<'_> {
                     if let Some(s) = self.stalled.take() {
                         // Room was seen; if the handler dropped its body meanwhile, drop the data.
                         if let Err(mpsc::error::TrySendError::Full(data)) = s.tx.try_send(s.data) {
-                            self.stalled = Some(Stalled { tx: s.tx, data });
+                            self.stalled = Some(Stalled { data, ..s });
                         }
                     }
+                    self.resume_after_stall();
                     self.process_input()?;
                 }
                 Wake::ParamsTimeout => return Err(DriveError::ParamsTimeout),
@@ -540,10 +555,23 @@ impl Driver<'_> {
         }
     }
 
-    /// Nothing left to do on this connection.
+    /// Nothing left to do on this connection. A request that ended while its body was still
+    /// arriving keeps the connection open until the rest is read and discarded: closing with
+    /// unread data would send a reset, which can destroy the reply already sent.
     fn done(&self, draining: bool) -> bool {
-        let idle = self.conn.open_requests() == 0 && self.out.is_empty() && self.stalled.is_none();
+        let idle = self.conn.open_requests() == 0
+            && self.out.is_empty()
+            && self.stalled.is_none()
+            && !self.conn.is_discarding();
         idle && (self.close_when_idle || draining)
+    }
+
+    /// The socket is read again after a stall: requests waiting for their params get a fresh
+    /// params clock.
+    fn resume_after_stall(&mut self) {
+        if self.stalled.is_none() {
+            self.conn.restart_params_clock(Instant::now());
+        }
     }
 
     /// Parses and handles every whole record in the read buffer, then hands over the requests
@@ -567,21 +595,30 @@ impl Driver<'_> {
                 Some(Event::Stdin { id, data }) => self.on_stdin(id, data),
                 Some(Event::StdinEnd { id }) => self.on_stdin_end(id),
                 Some(Event::Abort { id }) => self.on_abort(id),
-                Some(Event::Refused { id, reason }) => match reason {
-                    Refusal::UnknownRole(role) => {
-                        warn!(peer = %self.peer, id, ?role, "refusing request: only the Responder role is served")
+                Some(Event::Refused {
+                    id,
+                    reason,
+                    keep_conn,
+                }) => {
+                    if !keep_conn {
+                        self.close_when_idle = true;
                     }
-                    Refusal::TooManyRequests => warn!(
-                        peer = %self.peer, id,
-                        limit = self.ctx.config.max_requests_per_connection,
-                        "refusing request: too many requests on one connection (FCGI_OVERLOADED)"
-                    ),
-                    Refusal::ParamsTooLarge => warn!(
-                        peer = %self.peer, id,
-                        limit = self.ctx.config.max_params_bytes,
-                        "refusing request: its params exceed max_params_bytes (FCGI_OVERLOADED)"
-                    ),
-                },
+                    match reason {
+                        Refusal::UnknownRole(role) => {
+                            warn!(peer = %self.peer, id, ?role, "refusing request: only the Responder role is served")
+                        }
+                        Refusal::TooManyRequests => warn!(
+                            peer = %self.peer, id,
+                            limit = self.ctx.config.max_requests_per_connection,
+                            "refusing request: too many requests on one connection (FCGI_OVERLOADED)"
+                        ),
+                        Refusal::ParamsTooLarge => warn!(
+                            peer = %self.peer, id,
+                            limit = self.ctx.config.max_params_bytes,
+                            "refusing request: its params exceed max_params_bytes (FCGI_OVERLOADED)"
+                        ),
+                    }
+                }
             }
         }
         self.dispatch_pending();
@@ -611,6 +648,7 @@ impl Driver<'_> {
             Err(mpsc::error::TrySendError::Full(data)) => {
                 trace!(id, "body buffer full: pausing reads");
                 self.stalled = Some(Stalled {
+                    id,
                     tx: tx.clone(),
                     data,
                 });
@@ -639,10 +677,14 @@ impl Driver<'_> {
         }
     }
 
+    /// Hands over the requests assembled in this batch, in the order they arrived.
     fn dispatch_pending(&mut self) {
-        while let Some(p) = self.pending.pop() {
+        let mut pending = std::mem::take(&mut self.pending);
+        for p in pending.drain(..) {
             self.dispatch(p);
         }
+        // Keep the allocation for the next batch.
+        self.pending = pending;
     }
 
     fn dispatch(&mut self, p: Pending) {
@@ -650,6 +692,11 @@ impl Driver<'_> {
         let (rx, body_tx) = if p.complete {
             p.shared.set(Shared::STDIN_DONE);
             (None, None)
+        } else if p.shared.is_failed() {
+            // Aborted before it was handed over: no more body will come. A channel whose
+            // sender is gone makes the handler's next read say so instead of waiting.
+            let (_, rx) = mpsc::channel(1);
+            (Some(rx), None)
         } else {
             let (tx, rx) = mpsc::channel(self.ctx.config.body_buffer_records.max(1));
             (Some(rx), Some(tx))
@@ -697,6 +744,14 @@ impl Driver<'_> {
             Outgoing::End { id, app_status } => {
                 if let Some(i) = self.active.iter().position(|a| a.id == id) {
                     self.active.swap_remove(i);
+                }
+                // A body record held back for this request is moot now (its handler may keep
+                // the Body alive and never read it): drop it and read on.
+                if self.stalled.as_ref().is_some_and(|s| s.id == id) {
+                    self.stalled = None;
+                    self.resume_after_stall();
+                    // Records already read wait behind it.
+                    self.parse_again = true;
                 }
                 if let Some(outcome) = self.conn.end_request(id, app_status, &mut self.out.tail) {
                     if outcome.close_connection {
