@@ -210,9 +210,19 @@ impl Input {
 
     /// Everything left, as one `bytes`.
     fn read_all<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        if let Some(remaining) = self.remaining {
-            // Known length: fill the final object directly, no intermediate buffer.
-            let total = self.buffered.len() + usize::try_from(remaining).unwrap_or(usize::MAX);
+        let declared = self
+            .remaining
+            .map(|r| {
+                self.buffered
+                    .len()
+                    .saturating_add(usize::try_from(r).unwrap_or(usize::MAX))
+            })
+            .filter(|&total| total <= self.limits.spool_threshold);
+        if let Some(total) = declared {
+            // Known, small length: fill the final object directly, no intermediate buffer. A
+            // larger declared length is not trusted with an up-front allocation (a peer could
+            // declare gigabytes and send slowly): it takes the path below, which grows with the
+            // data that actually arrives and spools it.
             let mut filled = 0;
             let bytes = PyBytes::new_with(py, total, |buf| {
                 while filled < total {
