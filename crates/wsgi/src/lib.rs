@@ -233,8 +233,16 @@ impl Shared {
             }
         };
         let outcome = response::drive(py, &app, &environ, &start, self.config.debug_responses);
-        input.borrow_mut().release();
-        if let Some(response) = start.borrow_mut().take_response() {
+        // An app thread still using wsgi.input or write() right now keeps them: the body is then
+        // released, and the request ended (by the Response's Drop), when Python frees them.
+        if let Ok(mut input) = input.try_borrow_mut() {
+            input.release();
+        }
+        let response = start
+            .try_borrow_mut()
+            .ok()
+            .and_then(|mut s| s.take_response());
+        if let Some(response) = response {
             response.finish(match outcome {
                 Outcome::Complete | Outcome::ErrorResponse => 0,
                 Outcome::Truncated | Outcome::ClientGone => 1,

@@ -323,7 +323,7 @@ pub struct Write {
 #[pymethods]
 impl Write {
     fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.target.bind(py).borrow_mut().send_chunk(py, data)
+        busy(self.target.bind(py).try_borrow_mut())?.send_chunk(py, data)
     }
 }
 
@@ -429,12 +429,12 @@ fn send_iterable(
     // A list or tuple of one bytes: the common `return [body]`.
     if let Ok(list) = iterable.cast::<PyList>() {
         if list.len() == 1 {
-            return start.borrow_mut().send_chunk(py, &list.get_item(0)?);
+            return busy(start.try_borrow_mut())?.send_chunk(py, &list.get_item(0)?);
         }
     }
     for chunk in iterable.try_iter()? {
         let chunk = chunk?;
-        start.borrow_mut().send_chunk(py, &chunk)?;
+        busy(start.try_borrow_mut())?.send_chunk(py, &chunk)?;
     }
     Ok(())
 }
@@ -536,6 +536,17 @@ fn fail(
 /// What a visitor sees when debug_responses is off: no traceback, a pointer to the log.
 pub const GENERIC_500: &str =
     "500 Internal Server Error\n\nThe application failed. The details are in the server's log.\n";
+
+/// The response is being written by another Python thread at this moment (an app calling
+/// `write()` from a thread of its own while the server iterates): an error, not a panic.
+fn busy<T>(borrow: Result<T, pyo3::pycell::PyBorrowMutError>) -> PyResult<T> {
+    borrow.map_err(|_| {
+        PyRuntimeError::new_err(
+            "the response is being written from another thread at the same time \
+             (write() and the response iterable must not be used concurrently)",
+        )
+    })
+}
 
 #[cfg(test)]
 mod tests {
