@@ -13,6 +13,34 @@ use fastcgi::{ServeOutcome, ServerConfig};
 use support::peers::{self, Nginx, PathParams};
 use support::{pattern, Client, TestServer};
 
+/// Writes `unit` over and over until a write times out (the server stopped reading: true) or
+/// `limit` bytes went through (it did not: false). Partial writes resume where they stopped, so
+/// the stream stays well-framed.
+fn writes_stall(w: &mut std::net::TcpStream, unit: &[u8], limit: usize) -> (bool, usize) {
+    w.set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut sent = 0usize;
+    let mut at = 0usize;
+    loop {
+        match w.write(&unit[at..]) {
+            Ok(n) => {
+                sent += n;
+                at = (at + n) % unit.len();
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return (true, sent)
+            }
+            Err(e) => panic!("{e}"),
+        }
+        if sent > limit {
+            return (false, sent);
+        }
+    }
+}
+
 #[test]
 fn hello_over_raw_bytes() {
     let server = TestServer::start();
@@ -153,7 +181,7 @@ fn unknown_role_is_refused_on_the_wire() {
 fn abort_reaches_the_handler_and_end_request_follows() {
     let server = TestServer::start();
     let mut c = server.connect();
-    // Accepted for sure (see above), then a request that never ends by itself.
+    // A full request first (the connection is accepted), then one that waits for an abort.
     assert_eq!(c.get("/hello", "").body(), b"Hello, World!");
     c.send(&Client::request_bytes(
         1,
@@ -298,30 +326,13 @@ fn body_backpressure_stops_reading_the_socket() {
     // full, our writes must stall instead of the server buffering without end.
     c.send(&Client::request_bytes(1, true, &[("SCRIPT_NAME", "/wait-abort")], b"")[..40]);
     let mut w = c.stream.try_clone().unwrap();
-    w.set_write_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
     let mut header = BytesMut::new();
     protocol::encode_header(&mut header, RecordType::Stdin, 1, 65535);
     // Build records by hand: BEGIN+PARAMS were sent; now STDIN records until a write stalls.
     let bytes = Client::request_bytes(1, true, &[("SCRIPT_NAME", "/wait-abort")], b"");
     w.write_all(&bytes[40..bytes.len() - 8]).unwrap(); // everything but the empty STDIN
     let record: Vec<u8> = [&header[..], &[0u8; 65535][..]].concat();
-    let mut sent = 0usize;
-    let stalled = loop {
-        match w.write(&record) {
-            Ok(n) => sent += n,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut =>
-            {
-                break true
-            }
-            Err(e) => panic!("{e}"),
-        }
-        if sent > 512 * 1024 * 1024 {
-            break false;
-        }
-    };
+    let (stalled, sent) = writes_stall(&mut w, &record, 512 * 1024 * 1024);
     assert!(
         stalled,
         "the server kept reading {sent} bytes of a body nobody reads"
@@ -419,7 +430,7 @@ fn graceful_shutdown_gives_up_after_the_grace_period() {
         ..ServerConfig::default()
     });
     let mut c = server.connect();
-    // Accepted for sure (see above), then a request that never ends by itself.
+    // Accepted for sure (see the test above), then a request that never ends by itself.
     assert_eq!(c.get("/hello", "").body(), b"Hello, World!");
     c.send(&Client::request_bytes(
         1,
@@ -491,28 +502,11 @@ fn a_peer_that_never_reads_cannot_grow_the_reply_buffer() {
     let server = TestServer::start();
     let c = server.connect();
     let mut w = c.stream.try_clone().unwrap();
-    w.set_write_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
     let mut batch = BytesMut::new();
     for _ in 0..8192 {
         protocol::encode_header(&mut batch, RecordType::Other(99), 0, 0);
     }
-    let mut sent = 0usize;
-    let stalled = loop {
-        match w.write(&batch) {
-            Ok(n) => sent += n,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut =>
-            {
-                break true
-            }
-            Err(e) => panic!("{e}"),
-        }
-        if sent > 64 * 1024 * 1024 {
-            break false;
-        }
-    };
+    let (stalled, sent) = writes_stall(&mut w, &batch, 64 * 1024 * 1024);
     assert!(
         stalled,
         "the server read {sent} bytes of records whose replies nobody reads"
