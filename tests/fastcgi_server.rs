@@ -552,3 +552,45 @@ fn an_abort_before_the_request_is_handed_over_still_ends_it() {
     );
     assert_eq!(c.get("/hello", "").body(), b"Hello, World!");
 }
+
+#[test]
+fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let server = TestServer::with_config(ServerConfig {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..ServerConfig::default()
+    });
+    // Between requests.
+    let mut c = server.connect();
+    assert_eq!(c.get("/hello", "").body(), b"Hello, World!");
+    let t = Instant::now();
+    assert!(c.read_record().is_none(), "closed when idle");
+    assert!(t.elapsed() >= Duration::from_millis(250));
+    // Half a BEGIN_REQUEST and then nothing is idle too.
+    let mut c = server.connect();
+    c.send(b"\x01\x01\x00\x01");
+    assert!(c.is_closed());
+}
+
+#[test]
+fn a_request_longer_than_the_idle_timeout_is_not_cut_off() {
+    let server = TestServer::with_config(ServerConfig {
+        idle_timeout: Some(Duration::from_millis(200)),
+        ..ServerConfig::default()
+    });
+    let mut c = server.connect();
+    c.send(&Client::request_bytes(
+        1,
+        true,
+        &[("SCRIPT_NAME", "/wait-abort")],
+        b"",
+    ));
+    std::thread::sleep(Duration::from_millis(700));
+    let mut abort = BytesMut::new();
+    protocol::encode_header(&mut abort, RecordType::AbortRequest, 1, 0);
+    c.send(&abort);
+    let reply = c.read_reply(1);
+    assert_eq!(
+        reply.end.unwrap().protocol_status,
+        ProtocolStatus::RequestComplete
+    );
+}

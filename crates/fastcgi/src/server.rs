@@ -50,6 +50,12 @@ pub struct ServerConfig {
     pub body_buffer_records: usize,
     /// Response bytes a connection may hold before writers wait. Default 256 KiB.
     pub response_buffer_bytes: usize,
+    /// A connection with no request in progress (between requests, or inside an unfinished
+    /// BEGIN_REQUEST) is closed after this long. Default 300 s: web servers drop idle keepalive
+    /// connections sooner (nginx after 60 s), so only abandoned or hostile peers reach it, and
+    /// each holds a connection permit until then. Never applied to the connection inherited on
+    /// fd 0: closing it would end the process. `None` disables it.
+    pub idle_timeout: Option<Duration>,
     /// On shutdown, how long in-flight requests may take to finish. Default 30 s (IIS's
     /// `signalBeforeTerminateSeconds` is usually set to about this).
     pub shutdown_grace: Duration,
@@ -67,6 +73,7 @@ impl Default for ServerConfig {
             max_requests_per_connection: 64,
             max_params_bytes: 256 * 1024,
             params_timeout: Duration::from_secs(30),
+            idle_timeout: Some(Duration::from_secs(300)),
             body_buffer_records: 4,
             response_buffer_bytes: 256 * 1024,
             shutdown_grace: Duration::from_secs(30),
@@ -361,6 +368,7 @@ enum Wake {
     Read(io::Result<usize>),
     Room,
     ParamsTimeout,
+    IdleTimeout,
     Drain,
 }
 
@@ -380,6 +388,8 @@ struct Driver<'a> {
     eof: bool,
     /// A stall ended outside the read path: parse what is already in the read buffer.
     parse_again: bool,
+    /// When the connection last became idle (no request in progress), if it is.
+    idle_since: Option<Instant>,
 }
 
 async fn run_connection<IO>(io: IO, peer: Peer, ctx: &Context)
@@ -406,6 +416,7 @@ where
         close_when_idle: false,
         eof: false,
         parse_again: false,
+        idle_since: None,
     };
     let mut draining = ctx.draining.clone();
     let (mut rd, mut wr) = tokio::io::split(io);
@@ -487,6 +498,7 @@ impl Driver<'_> {
                 None => self.conn.params_deadline(self.ctx.config.params_timeout),
                 Some(_) => None,
             };
+            let idle_deadline = self.idle_deadline();
             let out = &self.out;
             let rbuf = &mut self.rbuf;
             let stalled = &self.stalled;
@@ -500,6 +512,7 @@ impl Driver<'_> {
                 res = rd.read_buf(rbuf), if can_read => Wake::Read(res),
                 _ = room(stalled), if stalled.is_some() => Wake::Room,
                 _ = sleep_until(deadline), if deadline.is_some() => Wake::ParamsTimeout,
+                _ = sleep_until(idle_deadline), if idle_deadline.is_some() => Wake::IdleTimeout,
                 _ = draining.changed(), if !is_draining => Wake::Drain,
             };
             match wake {
@@ -550,6 +563,10 @@ impl Driver<'_> {
                     self.process_input()?;
                 }
                 Wake::ParamsTimeout => return Err(DriveError::ParamsTimeout),
+                Wake::IdleTimeout => {
+                    debug!(peer = %self.peer, "closing idle connection");
+                    return Ok(());
+                }
                 Wake::Drain => is_draining = true,
             }
         }
@@ -564,6 +581,22 @@ impl Driver<'_> {
             && self.stalled.is_none()
             && !self.conn.is_discarding();
         idle && (self.close_when_idle || draining)
+    }
+
+    /// When an idle connection is to be closed; `None` while a request is in progress, or for
+    /// the inherited connection (closing it would end the process).
+    fn idle_deadline(&mut self) -> Option<Instant> {
+        let timeout = self.ctx.config.idle_timeout?;
+        let idle = self.conn.open_requests() == 0
+            && !self.conn.is_discarding()
+            && self.out.is_empty()
+            && self.stalled.is_none()
+            && *self.peer != Peer::Inherited;
+        if !idle {
+            self.idle_since = None;
+            return None;
+        }
+        Some(*self.idle_since.get_or_insert_with(Instant::now) + timeout)
     }
 
     /// The socket is read again after a stall: requests waiting for their params get a fresh

@@ -59,6 +59,8 @@ pub struct Cli {
     pub max_params_bytes: Option<String>,
     #[arg(long, global = true, value_name = "SECS")]
     pub params_timeout_secs: Option<String>,
+    #[arg(long, global = true, value_name = "SECS")]
+    pub idle_timeout_secs: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -175,6 +177,10 @@ impl Cli {
             settings::WFCGI_PARAMS_TIMEOUT_SECS,
             one(&self.params_timeout_secs),
         );
+        flags.set(
+            settings::WFCGI_IDLE_TIMEOUT_SECS,
+            one(&self.idle_timeout_secs),
+        );
         if let Some(Command::Serve(serve)) = &self.command {
             flags.set(settings::WFCGI_LISTEN, serve.listen.clone());
             flags.set(settings::WFCGI_SOCKET_MODE, one(&serve.socket_mode));
@@ -269,6 +275,8 @@ mod tests {
             "128K",
             "--params-timeout-secs",
             "9",
+            "--idle-timeout-secs",
+            "60",
             "serve",
             "--listen",
             "127.0.0.1:1",
@@ -307,6 +315,7 @@ mod tests {
         assert_eq!(resolved.server.max_requests_per_connection, 2);
         assert_eq!(resolved.server.max_params_bytes, 128 * 1024);
         assert_eq!(resolved.server.params_timeout.as_secs(), 9);
+        assert_eq!(resolved.server.idle_timeout.map(|t| t.as_secs()), Some(60));
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub const WFCGI_MAX_CONNECTIONS: &str = "WFCGI_MAX_CONNECTIONS";
 pub const WFCGI_MAX_REQUESTS_PER_CONNECTION: &str = "WFCGI_MAX_REQUESTS_PER_CONNECTION";
 pub const WFCGI_MAX_PARAMS_BYTES: &str = "WFCGI_MAX_PARAMS_BYTES";
 pub const WFCGI_PARAMS_TIMEOUT_SECS: &str = "WFCGI_PARAMS_TIMEOUT_SECS";
+pub const WFCGI_IDLE_TIMEOUT_SECS: &str = "WFCGI_IDLE_TIMEOUT_SECS";
 /// libfcgi's name: the peers allowed to connect over TCP.
 pub const FCGI_WEB_SERVER_ADDRS: &str = "FCGI_WEB_SERVER_ADDRS";
 
@@ -114,6 +115,8 @@ pub const SPECS: &[Spec] = &[
         help: "bytes of FastCGI params (CGI variables and headers) one request may send; more is refused with FCGI_OVERLOADED" },
     Spec { name: WFCGI_PARAMS_TIMEOUT_SECS, flag: Some("--params-timeout-secs"), default: "30",
         help: "seconds a request's params may take to arrive before its connection is closed" },
+    Spec { name: WFCGI_IDLE_TIMEOUT_SECS, flag: Some("--idle-timeout-secs"), default: "300",
+        help: "seconds a connection with no request in progress stays open (0: for ever); never applied to the connection inherited on fd 0" },
     Spec { name: FCGI_WEB_SERVER_ADDRS, flag: None, default: "none (any peer)",
         help: "comma-separated IP addresses allowed to connect over TCP (libfcgi's variable); others are refused and logged" },
     Spec { name: WSGI_RESTART_FILE_REGEX, flag: None, default: DEFAULT_RESTART_FILE_REGEX,
@@ -602,6 +605,10 @@ pub fn resolve(sources: &Sources, app_dir: &Path, cwd: &Path) -> Result<Settings
     if let Some(value) = sources.lookup(WFCGI_PARAMS_TIMEOUT_SECS) {
         let secs = parse_count(&value, 1, 3600, "seconds", "30")?;
         server.params_timeout = Duration::from_secs(secs as u64);
+    }
+    if let Some(value) = sources.lookup(WFCGI_IDLE_TIMEOUT_SECS) {
+        let secs = parse_count(&value, 0, 86_400, "seconds", "300")?;
+        server.idle_timeout = (secs > 0).then(|| Duration::from_secs(secs as u64));
     }
     if let Some(value) = sources.lookup(FCGI_WEB_SERVER_ADDRS) {
         let mut allowed = Vec::new();
@@ -1414,6 +1421,15 @@ mod tests {
         assert_eq!(s.server.max_requests_per_connection, 1);
         assert_eq!(s.server.max_params_bytes, 64 * 1024);
         assert_eq!(s.server.params_timeout, Duration::from_secs(5));
+        assert_eq!(s.server.idle_timeout, Some(Duration::from_secs(300)));
+        let off = Case {
+            flags: &[],
+            web: &[(WFCGI_IDLE_TIMEOUT_SECS, "0")],
+            env: NONE,
+        }
+        .resolve()
+        .expect("resolves");
+        assert_eq!(off.server.idle_timeout, None);
         let allowed: Vec<std::net::IpAddr> =
             vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
         assert_eq!(s.server.allowed_peers, Some(allowed));
