@@ -190,9 +190,7 @@ fn abort_reaches_the_handler_and_end_request_follows() {
         b"",
     ));
     std::thread::sleep(Duration::from_millis(100));
-    let mut abort = BytesMut::new();
-    protocol::encode_header(&mut abort, RecordType::AbortRequest, 1, 0);
-    c.send(&abort);
+    c.abort(1);
     let reply = c.read_reply(1);
     assert_eq!(
         reply.end.unwrap().protocol_status,
@@ -585,9 +583,7 @@ fn a_request_longer_than_the_idle_timeout_is_not_cut_off() {
         b"",
     ));
     std::thread::sleep(Duration::from_millis(700));
-    let mut abort = BytesMut::new();
-    protocol::encode_header(&mut abort, RecordType::AbortRequest, 1, 0);
-    c.send(&abort);
+    c.abort(1);
     let reply = c.read_reply(1);
     assert_eq!(
         reply.end.unwrap().protocol_status,

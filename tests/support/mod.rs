@@ -303,6 +303,13 @@ impl<S: Read + Write> Client<S> {
         self.stream.write_all(bytes).unwrap();
     }
 
+    /// Sends FCGI_ABORT_REQUEST for `id`.
+    pub fn abort(&mut self, id: u16) {
+        let mut abort = BytesMut::new();
+        protocol::encode_header(&mut abort, RecordType::AbortRequest, id, 0);
+        self.send(&abort);
+    }
+
     /// Sends one whole request (keep-conn set) and reads its reply.
     pub fn request(&mut self, id: u16, params: &[(&str, &str)], body: &[u8]) -> Reply {
         self.send(&Client::request_bytes(id, true, params, body));

@@ -191,12 +191,19 @@ fn server_config(settings: &Settings) -> fastcgi::ServerConfig {
     }
 }
 
-fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+/// The I/O runtime, or the start-up failure that says why there is none.
+fn build_runtime(logging: &Logging) -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(runtime_threads())
         .thread_name("wfcgi-io")
         .enable_all()
         .build()
+        .map_err(|e| {
+            startup_failure(
+                &format!("cannot start the I/O runtime: {e}"),
+                Some((logging, None)),
+            )
+        })
 }
 
 /// `wfcgi serve`: everything is read and checked before the first connection is accepted.
@@ -243,14 +250,9 @@ fn serve(flags: &Flags, env: &Environment, cwd: &Path) -> ExitCode {
         }
     }
 
-    let runtime = match build_runtime() {
+    let runtime = match build_runtime(&logging) {
         Ok(rt) => rt,
-        Err(e) => {
-            return startup_failure(
-                &format!("cannot start the I/O runtime: {e}"),
-                Some((&logging, None)),
-            )
-        }
+        Err(code) => return code,
     };
     let bind_options = fastcgi::BindOptions {
         unix_mode: settings.socket_mode,
@@ -379,14 +381,9 @@ fn serve_stdin(flags: Flags, env: Environment, cwd: PathBuf) -> ExitCode {
             Some((&logging, None)),
         );
     }
-    let runtime = match build_runtime() {
+    let runtime = match build_runtime(&logging) {
         Ok(rt) => rt,
-        Err(e) => {
-            return startup_failure(
-                &format!("cannot start the I/O runtime: {e}"),
-                Some((&logging, None)),
-            )
-        }
+        Err(code) => return code,
     };
     let outcome = runtime.block_on(async {
         let listener = fastcgi::Listener::from_stdin()
