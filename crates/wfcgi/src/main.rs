@@ -310,37 +310,75 @@ fn finish(outcome: Result<(fastcgi::ServeOutcome, bool), String>, logging: &Logg
 
 /// Resolves when the process is asked to stop (SIGTERM, SIGINT / Ctrl-C). A second signal
 /// exits at once, without waiting for the drain.
-async fn shutdown_signal() {
-    wait_for_signal().await;
-    info!("shutdown requested: finishing in-flight requests (signal again to exit at once)");
-    tokio::spawn(async {
-        wait_for_signal().await;
-        warn!("second signal: exiting now");
-        std::process::exit(EXIT_INTERRUPTED);
-    });
-}
-
-#[cfg(unix)]
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        error!("cannot install signal handlers: stop wfcgi with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// Installs the signal handlers now, before the first connection is accepted: a signal that
+/// arrived before a lazily installed handler existed would kill the process outright instead of
+/// draining it (seen in a test that signals right after its first replies). The future completes
+/// on the first SIGTERM/SIGINT (Ctrl-C on Windows); a second one exits at once.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    let mut signals = Signals::install();
+    async move {
+        signals.recv().await;
+        info!("shutdown requested: finishing in-flight requests (signal again to exit at once)");
+        tokio::spawn(async move {
+            signals.recv().await;
+            warn!("second signal: exiting now");
+            std::process::exit(EXIT_INTERRUPTED);
+        });
     }
 }
 
-#[cfg(not(unix))]
-async fn wait_for_signal() {
-    // Windows: Ctrl-C / Ctrl-Break. IIS's _FCGI_SHUTDOWN_EVENT_ is not implemented yet.
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
+/// The shutdown signals' streams, registered when created.
+struct Signals {
+    #[cfg(unix)]
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+    #[cfg(not(unix))]
+    ctrl_c: Option<tokio::signal::windows::CtrlC>,
+}
+
+impl Signals {
+    #[cfg(unix)]
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let streams = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Some((term, int)),
+            _ => {
+                error!("cannot install signal handlers: stop wfcgi with SIGKILL");
+                None
+            }
+        };
+        Signals { streams }
+    }
+
+    #[cfg(not(unix))]
+    fn install() -> Signals {
+        // Windows: Ctrl-C / Ctrl-Break. IIS's _FCGI_SHUTDOWN_EVENT_ is not implemented yet.
+        Signals {
+            ctrl_c: tokio::signal::windows::ctrl_c().ok(),
+        }
+    }
+
+    /// Waits for the next signal (for ever if none could be installed).
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        match &mut self.streams {
+            Some((term, int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            None => std::future::pending().await,
+        }
+        #[cfg(not(unix))]
+        match &mut self.ctrl_c {
+            Some(c) => {
+                c.recv().await;
+            }
+            None => std::future::pending().await,
+        }
     }
 }
 
