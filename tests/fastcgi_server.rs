@@ -41,6 +41,24 @@ fn writes_stall(w: &mut std::net::TcpStream, unit: &[u8], limit: usize) -> (bool
     }
 }
 
+/// Starts /wait-abort (a handler that ends only when aborted), aborts it after `wait`, and
+/// checks that END_REQUEST follows.
+fn wait_abort_after(c: &mut Client, wait: Duration) {
+    c.send(&Client::request_bytes(
+        1,
+        true,
+        &[("SCRIPT_NAME", "/wait-abort")],
+        b"",
+    ));
+    std::thread::sleep(wait);
+    c.abort(1);
+    let reply = c.read_reply(1);
+    assert_eq!(
+        reply.end.unwrap().protocol_status,
+        ProtocolStatus::RequestComplete
+    );
+}
+
 #[test]
 fn hello_over_raw_bytes() {
     let server = TestServer::start();
@@ -183,19 +201,7 @@ fn abort_reaches_the_handler_and_end_request_follows() {
     let mut c = server.connect();
     // A full request first (the connection is accepted), then one that waits for an abort.
     assert_eq!(c.get("/hello", "").body(), b"Hello, World!");
-    c.send(&Client::request_bytes(
-        1,
-        true,
-        &[("SCRIPT_NAME", "/wait-abort")],
-        b"",
-    ));
-    std::thread::sleep(Duration::from_millis(100));
-    c.abort(1);
-    let reply = c.read_reply(1);
-    assert_eq!(
-        reply.end.unwrap().protocol_status,
-        ProtocolStatus::RequestComplete
-    );
+    wait_abort_after(&mut c, Duration::from_millis(100));
     assert_eq!(server.stats.aborted.load(Ordering::Relaxed), 1);
     assert_eq!(c.get("/hello", "").body(), b"Hello, World!");
 }
@@ -576,17 +582,5 @@ fn a_request_longer_than_the_idle_timeout_is_not_cut_off() {
         ..ServerConfig::default()
     });
     let mut c = server.connect();
-    c.send(&Client::request_bytes(
-        1,
-        true,
-        &[("SCRIPT_NAME", "/wait-abort")],
-        b"",
-    ));
-    std::thread::sleep(Duration::from_millis(700));
-    c.abort(1);
-    let reply = c.read_reply(1);
-    assert_eq!(
-        reply.end.unwrap().protocol_status,
-        ProtocolStatus::RequestComplete
-    );
+    wait_abort_after(&mut c, Duration::from_millis(700));
 }

@@ -9,18 +9,6 @@ use support::peers::{self, Nginx, PathParams};
 use support::wfcgi::{cgi_status, repo_path, wsgi_params, Wfcgi};
 use support::{Client, Reply};
 
-fn serve_testapp(extra: &[&str]) -> Wfcgi {
-    let python = repo_path("python");
-    let mut args = vec![
-        "--app-dir",
-        python.to_str().unwrap(),
-        "--handler",
-        "testapp.app.application",
-    ];
-    args.extend_from_slice(extra);
-    Wfcgi::serve(&args)
-}
-
 fn request(c: &mut Client, method: &str, path: &str, extra: &[(&str, &str)], body: &[u8]) -> Reply {
     let mut params = wsgi_params(method, path, "");
     params.extend_from_slice(extra);
@@ -57,7 +45,7 @@ fn assert_complete(reply: &Reply) {
 
 #[test]
 fn raise_before_start_response_is_a_plain_500_with_the_traceback_in_the_log() {
-    let w = serve_testapp(&[]);
+    let w = Wfcgi::serve_testapp(&[]);
     let mut c = w.connect();
     let r = get(&mut c, "/raise-before");
     assert_eq!(cgi_status(&r), 500);
@@ -80,7 +68,7 @@ fn raise_before_start_response_is_a_plain_500_with_the_traceback_in_the_log() {
 
 #[test]
 fn debug_responses_put_the_traceback_in_the_body() {
-    let w = serve_testapp(&["--debug-responses"]);
+    let w = Wfcgi::serve_testapp(&["--debug-responses"]);
     let mut c = w.connect();
     let r = get(&mut c, "/raise-before");
     assert_eq!(cgi_status(&r), 500);
@@ -95,7 +83,7 @@ fn debug_responses_put_the_traceback_in_the_body() {
 
 #[test]
 fn raise_after_the_head_ends_the_response_cleanly() {
-    let w = serve_testapp(&[]);
+    let w = Wfcgi::serve_testapp(&[]);
     let mut c = w.connect();
     let r = get(&mut c, "/raise-after");
     assert_eq!(cgi_status(&r), 200);
@@ -114,7 +102,7 @@ fn raise_after_the_head_ends_the_response_cleanly() {
 fn raise_after_through_nginx_then_the_next_request_is_served() {
     // The head went out as 200 with the first piece; the failure ends the request (END_REQUEST)
     // and nginx's upstream connection stays usable.
-    let w = serve_testapp(&[]);
+    let w = Wfcgi::serve_testapp(&[]);
     let nginx = Nginx::start(&w.addr(), PathParams::Wsgi);
     let r = peers::http(nginx.port, "GET", "/raise-after", &[], b"");
     assert_eq!(r.status, 200);
@@ -125,7 +113,7 @@ fn raise_after_through_nginx_then_the_next_request_is_served() {
 
 #[test]
 fn bad_header_is_a_500_and_the_log_names_it() {
-    let w = serve_testapp(&[]);
+    let w = Wfcgi::serve_testapp(&[]);
     let mut c = w.connect();
     let r = get(&mut c, "/bad-header");
     assert_eq!(cgi_status(&r), 500);
@@ -143,7 +131,7 @@ fn bad_header_is_a_500_and_the_log_names_it() {
 
 #[test]
 fn bad_status_is_a_500_and_the_log_names_it() {
-    let w = serve_testapp(&[]);
+    let w = Wfcgi::serve_testapp(&[]);
     let mut c = w.connect();
     let r = get(&mut c, "/bad-status");
     assert_eq!(cgi_status(&r), 500);
@@ -156,7 +144,7 @@ fn bad_status_is_a_500_and_the_log_names_it() {
 
 #[test]
 fn print_output_goes_to_the_log_not_the_response() {
-    let w = serve_testapp(&[]);
+    let w = Wfcgi::serve_testapp(&[]);
     let mut c = w.connect();
     let r = get(&mut c, "/print");
     assert_eq!(cgi_status(&r), 200);
@@ -172,7 +160,7 @@ fn print_output_goes_to_the_log_not_the_response() {
 
 #[test]
 fn every_fault_in_turn_on_one_connection() {
-    let w = serve_testapp(&[]);
+    let w = Wfcgi::serve_testapp(&[]);
     let mut c = w.connect();
     for (path, status) in [
         ("/raise-before", 500),
@@ -267,7 +255,7 @@ fn broken_import_shows_the_inner_import_error_traceback() {
 
 #[test]
 fn max_body_bytes_refuses_larger_bodies_with_413() {
-    let w = serve_testapp(&["--max-body-bytes", "1000"]);
+    let w = Wfcgi::serve_testapp(&["--max-body-bytes", "1000"]);
     let mut c = w.connect();
     let big = vec![b'x'; 5000];
     let r = request(
@@ -306,7 +294,7 @@ fn max_body_bytes_refuses_larger_bodies_with_413() {
 fn max_body_bytes_applies_to_a_body_without_content_length() {
     // A FastCGI request may stream its body with no CONTENT_LENGTH (nginx with a chunked request
     // and request buffering off). The limit counts the bytes that arrive.
-    let w = serve_testapp(&["--max-body-bytes", "1000"]);
+    let w = Wfcgi::serve_testapp(&["--max-body-bytes", "1000"]);
     let r = request(&mut w.connect(), "POST", "/sha256", &[], &vec![b'z'; 5000]);
     let status = cgi_status(&r);
     assert_eq!(status, 413, "{}", text(&r.stdout));
@@ -317,7 +305,7 @@ fn max_body_bytes_applies_to_a_body_without_content_length() {
 /// process goes on serving.
 #[test]
 fn close_is_called_when_the_client_goes_away_mid_response() {
-    let w = serve_testapp(&[]);
+    let w = Wfcgi::serve_testapp(&[]);
     let mut c = w.connect();
     let params = wsgi_params("GET", "/close-tracker", "chunks=200&delay=0.02");
     c.send(&Client::request_bytes(1, true, &params, b""));
@@ -344,7 +332,7 @@ fn close_is_called_when_the_client_goes_away_mid_response() {
 /// never started: nothing runs for a visitor who is gone.
 #[test]
 fn a_queued_request_whose_client_left_is_not_started() {
-    let w = serve_testapp(&["--threads", "1"]);
+    let w = Wfcgi::serve_testapp(&["--threads", "1"]);
     let mut busy = w.connect();
     let params = wsgi_params("GET", "/sleep", "ms=1000");
     busy.send(&Client::request_bytes(1, true, &params, b""));

@@ -16,7 +16,7 @@ use fastcgi::protocol::{self, BeginRequest, EndRequest, ProtocolStatus, RecordTy
 use sha2::{Digest, Sha256};
 use support::peers::{Nginx, PathParams};
 use support::rss_kib;
-use support::wfcgi::{repo_path, wsgi_params, Wfcgi};
+use support::wfcgi::{wsgi_params, Wfcgi};
 use support::Client;
 
 /// The target: the server's peak resident memory stays under this, whatever the body size.
@@ -32,29 +32,25 @@ const UPLOAD_SIZE: usize = 1 << 30;
 const READ_STEP: usize = 256 << 10;
 const READ_PAUSE: Duration = Duration::from_millis(5);
 
-fn serve_testapp() -> Wfcgi {
-    let python = repo_path("python");
-    Wfcgi::serve(&[
-        "--app-dir",
-        python.to_str().unwrap(),
-        "--handler",
-        "testapp.app.application",
-    ])
-}
-
-/// A `kB` field of /proc/PID/status.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
-
 /// Peak resident memory of the process so far (VmHWM), in KiB.
 fn vm_hwm_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmHWM:")
+    support::proc_status_kib(pid, "VmHWM:")
+}
+
+/// One request first (interpreter, handler import), so that the baseline is the idle server.
+fn warm_up(c: &mut Client, pid: u32, label: &str) {
+    c.send(&Client::request_bytes(
+        1,
+        true,
+        &wsgi_params("GET", "/hello", ""),
+        b"",
+    ));
+    assert_eq!(c.read_reply(1).body(), b"Hello, World!");
+    eprintln!(
+        "{label}: idle wfcgi VmRSS {:.1} MiB, VmHWM {:.1} MiB",
+        mib(rss_kib(pid)),
+        mib(vm_hwm_kib(pid))
+    );
 }
 
 fn mib(kib: u64) -> f64 {
@@ -214,22 +210,11 @@ fn assert_hwm(what: &str, pid: u32, samples: &Samples) -> u64 {
 
 #[test]
 fn slow_reader_of_a_256_mib_response_keeps_rss_flat() {
-    let w = serve_testapp();
+    let w = Wfcgi::serve_testapp(&[]);
     let pid = w.pid();
     let mut c = w.connect();
     // Warm up (interpreter, handler import) so the baseline is the idle server.
-    c.send(&Client::request_bytes(
-        1,
-        true,
-        &wsgi_params("GET", "/hello", ""),
-        b"",
-    ));
-    assert_eq!(c.read_reply(1).body(), b"Hello, World!");
-    eprintln!(
-        "slow reader: idle wfcgi VmRSS {:.1} MiB, VmHWM {:.1} MiB",
-        mib(rss_kib(pid)),
-        mib(vm_hwm_kib(pid))
-    );
+    warm_up(&mut c, pid, "slow reader");
 
     let started = Instant::now();
     let query = format!("size={RESPONSE_SIZE}&chunk=65536");
@@ -284,21 +269,10 @@ fn slow_reader_of_a_256_mib_response_keeps_rss_flat() {
 
 #[test]
 fn one_gib_upload_streams_with_flat_rss() {
-    let w = serve_testapp();
+    let w = Wfcgi::serve_testapp(&[]);
     let pid = w.pid();
     let mut c = w.connect();
-    c.send(&Client::request_bytes(
-        1,
-        true,
-        &wsgi_params("GET", "/hello", ""),
-        b"",
-    ));
-    assert_eq!(c.read_reply(1).body(), b"Hello, World!");
-    eprintln!(
-        "upload: idle wfcgi VmRSS {:.1} MiB, VmHWM {:.1} MiB",
-        mib(rss_kib(pid)),
-        mib(vm_hwm_kib(pid))
-    );
+    warm_up(&mut c, pid, "upload");
 
     // /sha256 reads wsgi.input in 64 KiB read(n) calls, bounded by CONTENT_LENGTH: the
     // streaming path (Input::read_exact_or_end). Nothing is spooled to a temporary file; that
@@ -390,7 +364,7 @@ fn one_gib_upload_streams_with_flat_rss() {
 
 #[test]
 fn slow_http_reader_through_nginx_keeps_wfcgi_rss_flat() {
-    let w = serve_testapp();
+    let w = Wfcgi::serve_testapp(&[]);
     let pid = w.pid();
     let nginx = Nginx::start(&w.addr(), PathParams::Wsgi);
     let started = Instant::now();

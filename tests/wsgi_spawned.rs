@@ -224,16 +224,6 @@ fn sleep_request(w: &Wfcgi, ms: u32) -> std::thread::JoinHandle<(u16, Vec<u8>)> 
     })
 }
 
-fn serve_testapp() -> Wfcgi {
-    let python = repo_path("python");
-    Wfcgi::serve(&[
-        "--app-dir",
-        python.to_str().unwrap(),
-        "--handler",
-        "testapp.app.application",
-    ])
-}
-
 /// Waits until the log shows the handler loaded (the first request has reached Python).
 fn wait_in_python(w: &Wfcgi) {
     let log = w.wait_log("loading the WSGI handler");
@@ -244,7 +234,7 @@ fn wait_in_python(w: &Wfcgi) {
 
 #[test]
 fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
-    let mut w = serve_testapp();
+    let mut w = Wfcgi::serve_testapp(&[]);
     let req = sleep_request(&w, 1500);
     wait_in_python(&w);
     w.signal(libc::SIGTERM);
@@ -264,7 +254,7 @@ fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
 
 #[test]
 fn sigterm_stops_accepting_new_connections() {
-    let mut w = serve_testapp();
+    let mut w = Wfcgi::serve_testapp(&[]);
     let req = sleep_request(&w, 2000);
     wait_in_python(&w);
     w.signal(libc::SIGTERM);

@@ -379,12 +379,17 @@ impl<S: Read + Write> Client<S> {
     }
 }
 
-/// Resident memory of a process, in KiB, from /proc.
-pub fn rss_kib(pid: u32) -> u64 {
+/// A `kB` field of /proc/PID/status (`"VmRSS:"`, `"VmHWM:"`).
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmRSS:")
 }

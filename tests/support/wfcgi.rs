@@ -121,6 +121,19 @@ pub fn no_config(_: &mut Command) {}
 impl Wfcgi {
     /// `wfcgi serve --listen 127.0.0.1:PORT ARGS...`; waits until the port accepts.
     /// Panics (with the log) if the process exits first.
+    /// `wfcgi serve` of python/testapp, with `extra` flags.
+    pub fn serve_testapp(extra: &[&str]) -> Wfcgi {
+        let python = repo_path("python");
+        let mut args = vec![
+            "--app-dir",
+            python.to_str().unwrap(),
+            "--handler",
+            "testapp.app.application",
+        ];
+        args.extend_from_slice(extra);
+        Wfcgi::serve(&args)
+    }
+
     pub fn serve(args: &[&str]) -> Wfcgi {
         Self::serve_with(args, &no_config)
     }
