@@ -461,11 +461,7 @@ impl Connection {
         else {
             return None;
         };
-        protocol::encode_stream_end(out, RecordType::Stdout, id);
-        if stderr_used {
-            protocol::encode_stream_end(out, RecordType::Stderr, id);
-        }
-        end_record(out, id, app_status, ProtocolStatus::RequestComplete);
+        encode_request_end(out, id, app_status, stderr_used);
         if stdin_done {
             self.slots.swap_remove(i);
         } else {
@@ -475,6 +471,16 @@ impl Connection {
             close_connection: !keep_conn,
         })
     }
+}
+
+/// What ends a completed request: the closing empty STDOUT (and STDERR, if it was used) and
+/// END_REQUEST.
+pub(crate) fn encode_request_end(out: &mut BytesMut, id: u16, app_status: u32, stderr_used: bool) {
+    protocol::encode_stream_end(out, RecordType::Stdout, id);
+    if stderr_used {
+        protocol::encode_stream_end(out, RecordType::Stderr, id);
+    }
+    end_record(out, id, app_status, ProtocolStatus::RequestComplete);
 }
 
 fn end_record(out: &mut BytesMut, id: u16, app_status: u32, protocol_status: ProtocolStatus) {

@@ -13,7 +13,10 @@
 //! [`Params`] is a request's params, kept as the raw stream plus an index (no copy per pair).
 
 pub mod connection;
+#[cfg(unix)]
+mod direct;
 pub mod listener;
+mod out;
 pub mod params;
 pub mod protocol;
 pub mod request;

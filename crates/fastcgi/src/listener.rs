@@ -278,6 +278,28 @@ pub enum Stream {
     Unix(UnixStream),
 }
 
+#[cfg(unix)]
+impl Stream {
+    /// The same socket registered with the runtime of the calling thread (it was registered with
+    /// the one that accepted it), so that its readiness wakes this runtime.
+    pub(crate) fn rebind(self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Tcp(s) => Stream::Tcp(TcpStream::from_std(s.into_std()?)?),
+            Stream::Unix(s) => Stream::Unix(UnixStream::from_std(s.into_std()?)?),
+        })
+    }
+}
+
+#[cfg(unix)]
+impl std::os::fd::AsRawFd for Stream {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -19,7 +19,11 @@ use std::task::{Context, Poll, Wake, Waker};
 use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore, TryAcquireError};
 
+#[cfg(unix)]
+use crate::direct::{self, Direct};
 use crate::params::Params;
+#[cfg(unix)]
+use crate::protocol::RecordType;
 use crate::protocol::Role;
 
 /// State one request's handles share with the connection task.
@@ -91,9 +95,23 @@ pub enum TryWriteError {
 /// A message from a request's handles to its connection task.
 #[derive(Debug)]
 pub(crate) enum Outgoing {
-    Stdout { id: u16, data: Bytes, permits: u32 },
-    Stderr { id: u16, data: Bytes, permits: u32 },
-    End { id: u16, app_status: u32 },
+    Stdout {
+        id: u16,
+        data: Bytes,
+        permits: u32,
+    },
+    Stderr {
+        id: u16,
+        data: Bytes,
+        permits: u32,
+    },
+    /// `written`: the end records went out already (an inline request's own thread wrote them);
+    /// the driver only updates its state.
+    End {
+        id: u16,
+        app_status: u32,
+        written: bool,
+    },
 }
 
 /// One FastCGI request, handed to [`Handler::handle`](crate::Handler::handle) once its params
@@ -225,6 +243,9 @@ pub struct Response {
     max_permits: u32,
     shared: Arc<Shared>,
     finished: bool,
+    /// Set while the request runs inline: writes go straight to the socket.
+    #[cfg(unix)]
+    direct: Option<Arc<Direct>>,
 }
 
 impl Response {
@@ -242,7 +263,64 @@ impl Response {
             max_permits,
             shared,
             finished: false,
+            #[cfg(unix)]
+            direct: None,
         }
+    }
+
+    #[cfg(unix)]
+    pub(crate) fn with_direct(mut self, direct: Arc<Direct>) -> Self {
+        self.direct = Some(direct);
+        self
+    }
+
+    /// Writes directly when this response may (an inline request): `Ok(None)` when done,
+    /// `Ok(Some(data))` to go on through the connection's queue.
+    #[cfg(unix)]
+    fn try_direct(
+        &mut self,
+        stderr: bool,
+        data: Bytes,
+        wait: bool,
+        last: bool,
+    ) -> Result<Option<Bytes>, TryWriteError> {
+        let Some(d) = &self.direct else {
+            return Ok(Some(data));
+        };
+        let ty = if stderr {
+            RecordType::Stderr
+        } else {
+            RecordType::Stdout
+        };
+        let outcome = if wait {
+            d.write_blocking(ty, self.id, data)
+        } else {
+            d.try_write(ty, self.id, data, last)
+        };
+        match outcome {
+            direct::Outcome::Done => Ok(None),
+            direct::Outcome::WouldBlock(data) => Err(TryWriteError::Full(data)),
+            direct::Outcome::Revoked(data) => {
+                self.direct = None;
+                Ok(Some(data))
+            }
+            direct::Outcome::Failed(e) => {
+                tracing::debug!(error = %e, "writing the response failed");
+                self.shared.set(Shared::CLOSED);
+                Err(TryWriteError::Failed(Failure::ConnectionClosed))
+            }
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn try_direct(
+        &mut self,
+        _stderr: bool,
+        data: Bytes,
+        _wait: bool,
+        _last: bool,
+    ) -> Result<Option<Bytes>, TryWriteError> {
+        Ok(Some(data))
     }
 
     /// A writer whose output is captured in memory rather than sent (tests, the in-process
@@ -297,6 +375,13 @@ impl Response {
         if data.is_empty() {
             return Ok(());
         }
+        // An inline request's write waits for the socket right here (its thread may block).
+        let data = match self.try_direct(stderr, data, true, false) {
+            Ok(None) => return Ok(()),
+            Ok(Some(data)) => data,
+            Err(TryWriteError::Failed(f)) => return Err(f),
+            Err(TryWriteError::Full(_)) => unreachable!("a waiting direct write is never Full"),
+        };
         let permits = self.permits_for(&data);
         match self.budget.acquire_many(permits).await {
             Ok(p) => p.forget(),
@@ -305,11 +390,14 @@ impl Response {
         self.send(stderr, data, permits)
     }
 
-    fn try_write_to(&mut self, stderr: bool, data: Bytes) -> Result<(), TryWriteError> {
+    fn try_write_to(&mut self, stderr: bool, data: Bytes, last: bool) -> Result<(), TryWriteError> {
         self.check().map_err(TryWriteError::Failed)?;
         if data.is_empty() {
             return Ok(());
         }
+        let Some(data) = self.try_direct(stderr, data, false, last)? else {
+            return Ok(());
+        };
         let permits = self.permits_for(&data);
         match self.budget.try_acquire_many(permits) {
             Ok(p) => p.forget(),
@@ -334,7 +422,23 @@ impl Response {
 
     /// [`Response::write`] if it need not wait; else `TryWriteError::Full` gives the data back.
     pub fn try_write(&mut self, data: Bytes) -> Result<(), TryWriteError> {
-        self.try_write_to(false, data)
+        self.try_write_to(false, data, false)
+    }
+
+    /// [`Response::try_write`] for the last write before [`Response::finish`]: a response
+    /// written straight to the socket (an inline request) holds a small one back to send it
+    /// with the end of the request in one piece. Do not use it for a write that may be followed
+    /// by a wait: it could be held until the request ends.
+    pub fn try_write_last(&mut self, data: Bytes) -> Result<(), TryWriteError> {
+        self.try_write_to(false, data, true)
+    }
+
+    /// Whether writes go straight to the socket from the calling thread (an inline request).
+    pub fn writes_directly(&self) -> bool {
+        #[cfg(unix)]
+        return self.direct.is_some();
+        #[cfg(not(unix))]
+        false
     }
 
     /// Sends `FCGI_STDERR` bytes (IIS shows them in its error page by default).
@@ -355,9 +459,17 @@ impl Response {
     fn end(&mut self, app_status: u32) {
         if !self.finished {
             self.finished = true;
+            #[cfg(unix)]
+            let written = self
+                .direct
+                .as_ref()
+                .is_some_and(|d| d.finish(self.id, app_status));
+            #[cfg(not(unix))]
+            let written = false;
             let _ = self.tx.send(Outgoing::End {
                 id: self.id,
                 app_status,
+                written,
             });
         }
     }

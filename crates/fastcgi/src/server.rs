@@ -14,14 +14,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tracing::{debug, info, trace, warn, Instrument};
 
 use crate::connection::{Connection, ConnectionConfig, Event, Refusal, RequestHead};
 use crate::listener::{Listener, Peer};
-use crate::protocol::{self, ProtocolError, Record, RecordType, MAX_CONTENT_LEN};
+use crate::out::OutBuf;
+use crate::protocol::{ProtocolError, Record, RecordType};
 use crate::request::{Body, Outgoing, Request, Response, Shared};
 
 /// The application side of the server.
@@ -29,7 +30,37 @@ pub trait Handler: Send + Sync + 'static {
     /// Called on the connection's task as soon as a request's params are complete (its body may
     /// still be arriving). Must not block: queue the request or spawn a task, and return.
     fn handle(&self, request: Request);
+
+    /// Whether [`Handler::handle_inline`] may be offered requests. If so, a listener that yields
+    /// one connection only (a connected fd 0: IIS, one request at a time) has that connection
+    /// driven by a thread of its own, on which requests are offered to `handle_inline`: no
+    /// hand-off between threads per request.
+    fn serves_inline(&self) -> bool {
+        false
+    }
+
+    /// Runs `request` to its end on the calling thread (the connection's own, which waits
+    /// meanwhile) and returns `None`, or gives it back (`Some`) to go through
+    /// [`Handler::handle`]. Offered only a request
+    /// whose body has arrived whole while no other request is in progress on the connection.
+    /// Its response is written straight to the socket, and a write waits (blocks the thread)
+    /// while the socket is full. The web server's later records (an abort) are read only after
+    /// it returns.
+    fn handle_inline(&self, request: Request) -> Option<Request> {
+        Some(request)
+    }
 }
+
+/// Stack of the thread that drives an inline connection: it runs the application (Python, with
+/// its deep recursion in template engines and ORMs), so it gets a main thread's 8 MiB.
+#[cfg(unix)]
+const INLINE_THREAD_STACK: usize = 8 * 1024 * 1024;
+
+/// The socket an inline request's response is written to directly.
+#[cfg(unix)]
+type InlineFd = std::os::fd::RawFd;
+#[cfg(not(unix))]
+type InlineFd = std::convert::Infallible;
 
 /// Every limit and timeout of the server, with its default.
 #[derive(Debug, Clone)]
@@ -243,10 +274,15 @@ async fn accept_loop(mut listener: Listener, ctx: Arc<Context>, permits: Arc<Sem
         ctx.tracker.connections.fetch_add(1, Ordering::AcqRel);
         let span = tracing::info_span!("conn", %peer);
         let conn_ctx = ctx.clone();
+        #[cfg(unix)]
+        if single && ctx.handler.serves_inline() {
+            spawn_inline_connection(stream, peer, ctx, permit, span);
+            return;
+        }
         tokio::spawn(
             async move {
                 debug!("connection opened");
-                run_connection(stream, peer, &conn_ctx).await;
+                run_connection(stream, peer, &conn_ctx, None).await;
                 debug!("connection closed");
                 drop(permit);
                 conn_ctx.tracker.done(&conn_ctx.tracker.connections);
@@ -259,9 +295,6 @@ async fn accept_loop(mut listener: Listener, ctx: Arc<Context>, permits: Arc<Sem
     }
 }
 
-/// Stdout/stderr payloads up to this size are copied next to their header; larger ones are
-/// queued as they are (no copy) and written with vectored IO.
-const COPY_THRESHOLD: usize = 4096;
 /// Outgoing bytes the driver holds before it stops taking more from the handlers.
 const OUT_HIGH_WATER: usize = 64 * 1024;
 /// Outgoing bytes past which the driver stops reading its socket: every management record read
@@ -272,69 +305,50 @@ const INLINE_BODY_BYTES: usize = 64 * 1024;
 /// The read buffer never needs more than one maximal record plus a read's worth.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Output waiting for the socket, in order: `segs`, then `tail`.
-#[derive(Default)]
-struct OutBuf {
-    segs: VecDeque<Bytes>,
-    tail: BytesMut,
-    len: usize,
-}
-
-impl OutBuf {
-    fn len(&self) -> usize {
-        self.len + self.tail.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn push_stream(&mut self, ty: RecordType, id: u16, data: Bytes) {
-        let mut offset = 0;
-        while offset < data.len() {
-            let n = (data.len() - offset).min(MAX_CONTENT_LEN);
-            protocol::encode_header(&mut self.tail, ty, id, n);
-            if n <= COPY_THRESHOLD {
-                self.tail.extend_from_slice(&data[offset..offset + n]);
-            } else {
-                let head = self.tail.split().freeze();
-                self.len += head.len() + n;
-                self.segs.push_back(head);
-                self.segs.push_back(data.slice(offset..offset + n));
-            }
-            offset += n;
+/// Drives the single inherited connection on a thread of its own, with a runtime of its own
+/// (the socket is moved to it, so that its readiness wakes this thread and no other), so that
+/// requests can run inline on it.
+#[cfg(unix)]
+fn spawn_inline_connection(
+    stream: crate::listener::Stream,
+    peer: Peer,
+    ctx: Arc<Context>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    span: tracing::Span,
+) {
+    let conn_ctx = ctx.clone();
+    let run = move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        match runtime {
+            Ok(runtime) => runtime.block_on(
+                async {
+                    debug!("connection opened (served on its own thread)");
+                    match stream.rebind() {
+                        Ok(stream) => {
+                            let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+                            run_connection(stream, peer, &conn_ctx, Some(fd)).await;
+                        }
+                        Err(e) => warn!(error = %e, "cannot move the connection to its thread"),
+                    }
+                    debug!("connection closed");
+                }
+                .instrument(span),
+            ),
+            Err(e) => warn!(error = %e, "cannot start the connection's runtime"),
         }
-    }
-
-    fn slices<'a>(&'a self, out: &mut [IoSlice<'a>; 32]) -> usize {
-        let mut n = 0;
-        let segs = self.segs.iter().map(|b| &b[..]);
-        for seg in segs.chain(std::iter::once(&self.tail[..])) {
-            if n == out.len() {
-                break;
-            }
-            if !seg.is_empty() {
-                out[n] = IoSlice::new(seg);
-                n += 1;
-            }
-        }
-        n
-    }
-
-    fn advance(&mut self, mut n: usize) {
-        while n > 0 {
-            let Some(front) = self.segs.front_mut() else {
-                self.tail.advance(n);
-                return;
-            };
-            let k = n.min(front.len());
-            front.advance(k);
-            self.len -= k;
-            n -= k;
-            if front.is_empty() {
-                self.segs.pop_front();
-            }
-        }
+        drop(permit);
+        conn_ctx.tracker.done(&conn_ctx.tracker.connections);
+    };
+    let spawned = std::thread::Builder::new()
+        .name("wfcgi-conn".into())
+        .stack_size(INLINE_THREAD_STACK)
+        .spawn(run);
+    if let Err(e) = spawned {
+        // The connection went with the closure: nothing is left to serve.
+        warn!(error = %e, "cannot start the connection's thread");
+        ctx.tracker.done(&ctx.tracker.connections);
     }
 }
 
@@ -390,9 +404,11 @@ struct Driver<'a> {
     parse_again: bool,
     /// When the connection last became idle (no request in progress), if it is.
     idle_since: Option<Instant>,
+    /// Set when requests may run inline on this thread: the socket they write to.
+    inline_fd: Option<InlineFd>,
 }
 
-async fn run_connection<IO>(io: IO, peer: Peer, ctx: &Context)
+async fn run_connection<IO>(io: IO, peer: Peer, ctx: &Context, inline_fd: Option<InlineFd>)
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
@@ -417,6 +433,7 @@ where
         eof: false,
         parse_again: false,
         idle_since: None,
+        inline_fd,
     };
     let mut draining = ctx.draining.clone();
     let (mut rd, mut wr) = tokio::io::split(io);
@@ -722,6 +739,11 @@ impl Driver<'_> {
 
     fn dispatch(&mut self, p: Pending) {
         let id = p.head.id;
+        // Inline only when nothing else could need the driver while the request runs: its whole
+        // body is here and no other request is in progress.
+        let inline_fd = self.inline_fd.filter(|_| {
+            p.complete && self.active.is_empty() && self.stalled.is_none() && !p.shared.is_failed()
+        });
         let (rx, body_tx) = if p.complete {
             p.shared.set(Shared::STDIN_DONE);
             (None, None)
@@ -742,6 +764,21 @@ impl Driver<'_> {
             self.max_permits,
             p.shared.clone(),
         );
+        // What the connection has to send already goes out ahead of the response.
+        #[cfg(unix)]
+        let direct = inline_fd.map(|fd| {
+            Arc::new(crate::direct::Direct::new(
+                fd,
+                std::mem::take(&mut self.out),
+            ))
+        });
+        #[cfg(unix)]
+        let response = match &direct {
+            Some(d) => response.with_direct(d.clone()),
+            None => response,
+        };
+        #[cfg(not(unix))]
+        let _ = inline_fd;
         self.active.push(Active {
             id,
             shared: p.shared,
@@ -756,6 +793,20 @@ impl Driver<'_> {
             response,
         };
         let _span = tracing::debug_span!("request", id).entered();
+        #[cfg(unix)]
+        if let Some(direct) = direct {
+            let given_back = self.ctx.handler.handle_inline(request);
+            // What the socket did not take yet is ours to send, ahead of anything later.
+            let (rest, stderr_written) = direct.revoke();
+            self.out.append(rest);
+            if stderr_written {
+                self.conn.note_stderr(id);
+            }
+            if let Some(request) = given_back {
+                self.ctx.handler.handle(request);
+            }
+            return;
+        }
         self.ctx.handler.handle(request);
     }
 
@@ -774,7 +825,11 @@ impl Driver<'_> {
                     self.out.push_stream(RecordType::Stderr, id, data);
                 }
             }
-            Outgoing::End { id, app_status } => {
+            Outgoing::End {
+                id,
+                app_status,
+                written,
+            } => {
                 if let Some(i) = self.active.iter().position(|a| a.id == id) {
                     self.active.swap_remove(i);
                 }
@@ -786,7 +841,14 @@ impl Driver<'_> {
                     // Records already read wait behind it.
                     self.parse_again = true;
                 }
-                if let Some(outcome) = self.conn.end_request(id, app_status, &mut self.out.tail) {
+                // Written already by an inline request's thread: only the state is updated.
+                let mut discard = BytesMut::new();
+                let out = if written {
+                    &mut discard
+                } else {
+                    &mut self.out.tail
+                };
+                if let Some(outcome) = self.conn.end_request(id, app_status, out) {
                     if outcome.close_connection {
                         self.close_when_idle = true;
                     }
