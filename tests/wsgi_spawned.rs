@@ -424,3 +424,105 @@ fn old_ptvs_virtualenv_proxy_web_config_works_without_the_proxy() {
         );
     }
 }
+
+/// Under IIS the one connection's requests run on that connection's own thread (no hand-off to
+/// a pool thread and back, as wfastcgi does it), except the first, which starts the app, and
+/// those whose body is still arriving. Responses of every shape still arrive whole, and a
+/// streamed one still streams.
+#[test]
+fn iis_style_requests_run_inline_on_the_connection_thread() {
+    let app = app_dir(&[]);
+    let appl = app.path().to_str().unwrap().to_owned();
+    let (mut w, mut conn) = iis_process(&app, false);
+    let thread = |conn: &mut support::Client<_>| {
+        let r = conn.request(1, &iis_params(&appl, "/thread", ""), b"");
+        String::from_utf8_lossy(r.body()).into_owned()
+    };
+    let first = thread(&mut conn);
+    assert!(first.starts_with("wfcgi-python-"), "{first}");
+    for _ in 0..3 {
+        assert_eq!(thread(&mut conn), "wfcgi-conn");
+    }
+
+    // 8 MiB to a reader that waits first: the inline writer waits for the socket.
+    let size = 8 << 20;
+    let query = format!("size={size}&chunk=65536");
+    conn.send(&support::Client::request_bytes(
+        1,
+        true,
+        &iis_params(&appl, "/bigresponse", &query),
+        b"",
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    let r = conn.read_reply(1);
+    assert_eq!(r.body().len(), size);
+    assert!(r.body() == support::pattern(0, size), "body differs");
+
+    // A 1 MiB upload streams to a pool thread; the reply is the same either way.
+    let body = support::pattern(0, 1 << 20);
+    let mut params = iis_params(&appl, "/sha256", "");
+    params.retain(|(n, _)| *n != "REQUEST_METHOD");
+    params.extend([("REQUEST_METHOD", "POST"), ("CONTENT_LENGTH", "1048576")]);
+    let r = conn.request(1, &params, &body);
+    assert!(
+        r.body().ends_with(b" 1048576"),
+        "{:?}",
+        String::from_utf8_lossy(r.body())
+    );
+
+    // write() and a generator: each chunk goes out when produced, not held to the end.
+    let r = conn.request(1, &iis_params(&appl, "/write-callable", ""), b"");
+    assert_eq!(cgi_status(&r), 200);
+    conn.send(&support::Client::request_bytes(
+        1,
+        true,
+        &iis_params(&appl, "/stream", "chunks=3&delay=0.4"),
+        b"",
+    ));
+    let start = std::time::Instant::now();
+    let mut first_data = None;
+    loop {
+        let rec = conn.read_record().expect("closed");
+        if rec.record_type == fastcgi::RecordType::Stdout && !rec.content.is_empty() {
+            first_data.get_or_insert_with(|| start.elapsed());
+        }
+        if rec.record_type == fastcgi::RecordType::EndRequest {
+            break;
+        }
+    }
+    let (first_data, end) = (first_data.unwrap(), start.elapsed());
+    assert!(
+        end - first_data >= Duration::from_millis(600),
+        "the first chunk came {first_data:?} after the request, the end {end:?}: not streamed"
+    );
+
+    drop(conn);
+    let status = w.wait_exit(Duration::from_secs(30)).expect("no exit");
+    assert_eq!(Wfcgi::code(status), 0, "log:\n{}", w.log());
+}
+
+/// IIS asks a process to stop while a request runs on the connection's own thread: the request
+/// finishes and is answered, then the process exits 0.
+#[test]
+fn iis_style_sigterm_lets_an_inline_request_finish() {
+    let app = app_dir(&[]);
+    let appl = app.path().to_str().unwrap().to_owned();
+    let (mut w, mut conn) = iis_process(&app, false);
+    // The first request starts the app; the next one runs inline.
+    let r = conn.request(1, &iis_params(&appl, "/hello", ""), b"");
+    assert_eq!(r.body(), b"Hello, World!");
+    conn.send(&support::Client::request_bytes(
+        1,
+        true,
+        &iis_params(&appl, "/sleep", "ms=1500"),
+        b"",
+    ));
+    std::thread::sleep(Duration::from_millis(400));
+    w.signal(libc::SIGTERM);
+    let r = conn.read_reply(1);
+    assert_eq!(r.body(), b"slept", "log:\n{}", w.log());
+    let exit = w
+        .wait_exit(Duration::from_secs(30))
+        .expect("no exit after the drain");
+    assert_eq!(Wfcgi::code(exit), 0, "log:\n{}", w.log());
+}

@@ -25,6 +25,8 @@ Routes (query parameters in brackets, with their defaults):
   /close-count                 CLOSE_COUNT as decimal text
   /imports?name=mod            ``ok <mod.__file__>`` or ``missing <name>`` (200 both)
   /sys                         JSON of sys.version/executable/prefix/base_prefix/path
+  /thread                      the OS name of the thread running the request (Linux;
+                               ``unknown`` elsewhere): wfcgi-conn, wfcgi-python-N, ...
   anything else                404 text/plain
 """
 
@@ -295,6 +297,15 @@ def sys_info(environ, start_response):
     })
 
 
+def thread_name(environ, start_response):
+    try:
+        with open("/proc/self/task/%d/comm" % threading.get_native_id()) as f:
+            name = f.read().strip()
+    except OSError:
+        name = "unknown"
+    return _text(start_response, "200 OK", name)
+
+
 def not_found(environ, start_response):
     return _text(start_response, "404 Not Found", "not found: %s" % environ.get("PATH_INFO", ""))
 
@@ -318,6 +329,7 @@ ROUTES = {
     "/close-count": close_count,
     "/imports": imports,
     "/sys": sys_info,
+    "/thread": thread_name,
 }
 
 

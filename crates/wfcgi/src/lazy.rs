@@ -267,6 +267,19 @@ impl<S: Starter> fastcgi::Handler for LazyBridge<S> {
             Admit::Reject(request, why) => reply(&self.runtime, request, why),
         }
     }
+
+    fn serves_inline(&self) -> bool {
+        true
+    }
+
+    /// Once the app runs, its handler takes the request; until then it goes through `handle`
+    /// (which starts the app, or queues behind the start).
+    fn handle_inline(&self, request: fastcgi::Request) -> Option<fastcgi::Request> {
+        match self.core.handler() {
+            Some(handler) => fastcgi::Handler::handle_inline(&*handler, request),
+            None => Some(request),
+        }
+    }
 }
 
 /// A param's bytes as a path. IIS sends server variables in the ANSI code page; a non-UTF-8

@@ -348,6 +348,17 @@ impl fastcgi::Handler for Bridge {
     fn handle(&self, request: Request) {
         self.pool.submit(request);
     }
+
+    fn serves_inline(&self) -> bool {
+        true
+    }
+
+    /// The single inherited connection (IIS) runs its requests on its own thread, as wfastcgi
+    /// does, without a hand-off to a pool thread and back.
+    fn handle_inline(&self, request: Request) -> Option<Request> {
+        pool::run_inline(&self.shared, request);
+        None
+    }
 }
 
 /// `sys.path[0] = app_dir` (absolute, unlike wfastcgi's `'.'`, so that a later chdir by the

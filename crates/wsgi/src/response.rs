@@ -166,15 +166,21 @@ impl StartResponse {
         self.response.take()
     }
 
-    /// Writes one piece, detaching only if the connection's buffer is full.
-    fn write_raw(&mut self, py: Python<'_>, data: Bytes) -> Result<(), SendError> {
+    /// Writes one piece, detaching only if the connection's buffer is full. `last`: the end of
+    /// the response follows at once (see `Response::try_write_last`).
+    fn write_raw(&mut self, py: Python<'_>, data: Bytes, last: bool) -> Result<(), SendError> {
         if let Some(e) = self.gone {
             return Err(SendError::Gone(e));
         }
         let Some(response) = self.response.as_mut() else {
             return Err(SendError::Gone(WriteError::ConnectionClosed));
         };
-        let result = match response.try_write(data) {
+        let attempt = if last {
+            response.try_write_last(data)
+        } else {
+            response.try_write(data)
+        };
+        let result = match attempt {
             Ok(()) => Ok(()),
             Err(TryWriteError::Full(data)) => py.detach(|| response.blocking_write(data)),
             Err(TryWriteError::Failed(e)) => Err(e),
@@ -199,8 +205,27 @@ impl StartResponse {
         Some(head)
     }
 
+    /// Whether the response is written straight to the socket (an inline request), where
+    /// knowing the last chunk saves a send.
+    pub fn writes_directly(&self) -> bool {
+        self.response
+            .as_ref()
+            .is_some_and(Response::writes_directly)
+    }
+
     /// Sends a body chunk (the head first if not yet sent). Empty chunks send nothing.
     pub fn send_chunk(&mut self, py: Python<'_>, chunk: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.send_chunk_as(py, chunk, false)
+    }
+
+    /// [`StartResponse::send_chunk`]; `last`: no other chunk follows and nothing waits before
+    /// the response ends.
+    pub fn send_chunk_as(
+        &mut self,
+        py: Python<'_>,
+        chunk: &Bound<'_, PyAny>,
+        last: bool,
+    ) -> PyResult<()> {
         let bytes =
             chunk.cast::<PyBytes>().map_err(|_| {
                 PyTypeError::new_err(format!(
@@ -218,11 +243,11 @@ impl StartResponse {
             ));
         }
         let result = match self.take_head(data) {
-            Some(head) if data.len() <= COALESCE_MAX => self.write_raw(py, Bytes::from(head)),
+            Some(head) if data.len() <= COALESCE_MAX => self.write_raw(py, Bytes::from(head), last),
             Some(head) => self
-                .write_raw(py, Bytes::from(head))
-                .and_then(|()| self.write_raw(py, to_bytes(bytes))),
-            None => self.write_raw(py, to_bytes(bytes)),
+                .write_raw(py, Bytes::from(head), false)
+                .and_then(|()| self.write_raw(py, to_bytes(bytes), last)),
+            None => self.write_raw(py, to_bytes(bytes), last),
         };
         result.map_err(|SendError::Gone(e)| {
             ClientDisconnected::new_err(format!("the response could not be sent: {e:?}"))
@@ -239,7 +264,7 @@ impl StartResponse {
                 "the app returned without calling start_response",
             ));
         };
-        self.write_raw(py, Bytes::from(head))
+        self.write_raw(py, Bytes::from(head), true)
             .map_err(|SendError::Gone(e)| ClientDisconnected::new_err(format!("{e:?}")))
     }
 
@@ -255,7 +280,7 @@ impl StartResponse {
         self.head = None;
         let page = error_page(status, body);
         self.head_sent = true;
-        let _ = self.write_raw(py, page);
+        let _ = self.write_raw(py, page, true);
     }
 }
 
@@ -426,17 +451,34 @@ fn send_iterable(
             return result;
         }
     }
-    // A list or tuple of one bytes: the common `return [body]`.
+    // A list of one bytes: the common `return [body]`.
     if let Ok(list) = iterable.cast::<PyList>() {
         if list.len() == 1 {
-            return busy(start.try_borrow_mut())?.send_chunk(py, &list.get_item(0)?);
+            return busy(start.try_borrow_mut())?.send_chunk_as(py, &list.get_item(0)?, true);
         }
     }
-    for chunk in iterable.try_iter()? {
+    // Where writes go straight to the socket, the last chunk of an iterator that knows its
+    // length (a list's or tuple's; Django's HttpResponse iterates a list) goes out with the end.
+    let direct = start.borrow().writes_directly();
+    let mut iter = iterable.try_iter()?;
+    while let Some(chunk) = iter.next() {
         let chunk = chunk?;
-        busy(start.try_borrow_mut())?.send_chunk(py, &chunk)?;
+        let last = direct && remaining(&iter) == Some(0);
+        busy(start.try_borrow_mut())?.send_chunk_as(py, &chunk, last)?;
     }
     Ok(())
+}
+
+/// What `__length_hint__` says is left in an iterator, without raising when it has none.
+fn remaining(iter: &Bound<'_, pyo3::types::PyIterator>) -> Option<usize> {
+    // SAFETY: a valid object pointer, with the GIL held (a Bound).
+    let n = unsafe { pyo3::ffi::PyObject_LengthHint(iter.as_ptr(), -1) };
+    if n < 0 {
+        // -1: no hint; if __length_hint__ raised, that is not the app's business here.
+        let _ = PyErr::take(iter.py());
+        return None;
+    }
+    Some(n as usize)
 }
 
 /// The file_wrapper fast path: a regular file is read (`pread` from its current position) and
