@@ -80,7 +80,8 @@ def snapshot(pids):
                 r = status_kb(pid, "VmRSS")
             except (OSError, ValueError):
                 continue
-            ticks += st["ticks"]
+            # child_ticks: children that exited and were waited for (one_connection.py's server).
+            ticks += st["ticks"] + st["child_ticks"]
             hwm += h
             rss += r
             max_hwm = max(max_hwm, h)
