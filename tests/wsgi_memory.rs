@@ -38,7 +38,7 @@ fn vm_hwm_kib(pid: u32) -> u64 {
 }
 
 /// One request first (interpreter, handler import), so that the baseline is the idle server.
-fn warm_up(c: &mut Client, pid: u32, label: &str) {
+fn warm_up<S: Read + Write>(c: &mut Client<S>, pid: u32, label: &str) {
     c.send(&Client::request_bytes(
         1,
         true,
@@ -215,7 +215,29 @@ fn slow_reader_of_a_256_mib_response_keeps_rss_flat() {
     let mut c = w.connect();
     // Warm up (interpreter, handler import) so the baseline is the idle server.
     warm_up(&mut c, pid, "slow reader");
+    read_256_mib_slowly(&mut c, pid, "slow reader, 256 MiB response");
+}
 
+/// As IIS runs it: the one connection on fd 0, where a request after the first runs inline on
+/// the connection's thread and writes straight to the socket, waiting for it when full.
+#[test]
+fn slow_reader_of_a_256_mib_response_keeps_rss_flat_as_under_iis() {
+    let python = support::wfcgi::repo_path("python");
+    let (w, mut c) = Wfcgi::with_connected_stdin(
+        &[
+            "--app-dir",
+            python.to_str().unwrap(),
+            "--handler",
+            "testapp.app.application",
+        ],
+        &|_| {},
+    );
+    let pid = w.pid();
+    warm_up(&mut c, pid, "slow reader (IIS-style)");
+    read_256_mib_slowly(&mut c, pid, "slow reader, 256 MiB response, IIS-style");
+}
+
+fn read_256_mib_slowly<S: Read + Write>(c: &mut Client<S>, pid: u32, what: &str) {
     let started = Instant::now();
     let query = format!("size={RESPONSE_SIZE}&chunk=65536");
     c.send(&Client::request_bytes(
@@ -250,7 +272,7 @@ fn slow_reader_of_a_256_mib_response_keeps_rss_flat() {
         }
     };
     eprintln!(
-        "slow reader: {} MiB in {:.1} s",
+        "{what}: {} MiB in {:.1} s",
         RESPONSE_SIZE >> 20,
         started.elapsed().as_secs_f64()
     );
@@ -263,8 +285,8 @@ fn slow_reader_of_a_256_mib_response_keeps_rss_flat() {
         head.text()
     );
     assert_eq!(check.received, RESPONSE_SIZE);
-    assert_hwm("slow reader, 256 MiB response", pid, &samples);
-    samples.assert_flat("slow reader, 256 MiB response");
+    assert_hwm(what, pid, &samples);
+    samples.assert_flat(what);
 }
 
 #[test]
