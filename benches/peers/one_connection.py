@@ -10,7 +10,8 @@ refused, not queued), and runs COMMAND with the connection on fd 0.
 The server exits when the client closes the connection, as under IIS, so this
 process waits for it and then for SIGTERM: run-load's CPU figure counts the
 waited-for child (cutime), and the launcher stays to be stopped. The child's
-peak RSS goes with it and is not reported. wfastcgi_launcher.py does the same
+peak RSS goes with it: run-load's RSS column shows this launcher's, so the
+launcher prints the child's own (from wait4) in the server log instead. wfastcgi_launcher.py does the same
 for wfastcgi, which needs more help.
 """
 
@@ -38,8 +39,9 @@ def main():
         conn.close()
         os.execvp(command[0], command)
     conn.close()
-    _, status = os.waitpid(pid, 0)
-    print("one_connection: the server exited with status %d" % os.waitstatus_to_exitcode(status), flush=True)
+    _, status, usage = os.wait4(pid, 0)
+    print("one_connection: the server exited with status %d; its peak RSS was %.1f MiB" % (
+        os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024), flush=True)
     signal.pause()
 
 
