@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use fastcgi::protocol::{self, RecordType};
 use fastcgi::{Handler, Listener, Request, ServeOutcome, Server, ServerConfig, Stream};
-use support::{pattern, Client};
+use support::{param, pattern, Client};
 
 /// Routes on `SCRIPT_NAME`; every reply says in `X-Thread` which thread ran it.
 /// - `/hello`: 13 bytes, as the last write.
@@ -30,12 +30,10 @@ fn serve(request: Request) {
         .name()
         .unwrap_or("unnamed")
         .to_owned();
-    let script = request.params().get(b"SCRIPT_NAME").unwrap_or(b"").to_vec();
-    let query = request
-        .params()
-        .get(b"QUERY_STRING")
-        .unwrap_or(b"")
-        .to_vec();
+    let (script, query) = (
+        param(&request, b"SCRIPT_NAME"),
+        param(&request, b"QUERY_STRING"),
+    );
     let (_, mut body, mut response) = request.into_parts();
     let head = format!("Status: 200 OK\r\nX-Thread: {thread}\r\n\r\n");
     let mut ok = response.blocking_write(Bytes::from(head)).is_ok();
@@ -99,12 +97,7 @@ fn start() -> (Client<UnixStream>, JoinHandle<ServeOutcome>) {
     theirs.set_nonblocking(true).unwrap();
     let (ready_tx, ready_rx) = mpsc::channel();
     let server = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
+        support::runtime().block_on(async move {
             let stream = tokio::net::UnixStream::from_std(theirs).unwrap();
             let listener = Listener::Connected(Some(Stream::Unix(stream)));
             ready_tx.send(()).unwrap();

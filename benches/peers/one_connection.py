@@ -21,18 +21,24 @@ import socket
 import sys
 
 
-def main():
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    port, command = int(sys.argv[1]), sys.argv[2:]
+def accept_one(port, label):
+    """Listens on 127.0.0.1:PORT, accepts one connection and stops listening."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", port))
     listener.listen(1)
-    print("one_connection: listening on 127.0.0.1:%d (one connection)" % port, flush=True)
+    print("%s: listening on 127.0.0.1:%d (one connection)" % (label, port), flush=True)
     conn, _ = listener.accept()
     listener.close()
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return conn
+
+
+def main():
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    port, command = int(sys.argv[1]), sys.argv[2:]
+    conn = accept_one(port, "one_connection")
     pid = os.fork()
     if pid == 0:
         os.dup2(conn.fileno(), 0)

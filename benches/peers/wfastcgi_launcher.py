@@ -22,8 +22,9 @@ it, so the launcher puts APP_DIR on sys.path instead.
 import ctypes
 import os
 import signal
-import socket
 import sys
+
+from one_connection import accept_one
 
 
 class _Stub:
@@ -46,14 +47,7 @@ def main():
         sys.exit("wfastcgi_launcher: set WSGI_HANDLER")
     ctypes.windll = _Stub()
 
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", port))
-    listener.listen(1)
-    print("wfastcgi_launcher: listening on 127.0.0.1:%d (one connection)" % port, flush=True)
-    conn, _ = listener.accept()
-    listener.close()
-    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn = accept_one(port, "wfastcgi_launcher")
     os.dup2(conn.fileno(), 0)
     os.dup2(conn.fileno(), 1)
     conn.close()

@@ -45,17 +45,20 @@ pub fn pattern(offset: usize, len: usize) -> Vec<u8> {
     (offset..offset + len).map(|i| (i % 251) as u8).collect()
 }
 
+/// A param's value, empty if absent.
+pub fn param(request: &Request, name: &[u8]) -> Vec<u8> {
+    request.params().get(name).unwrap_or(b"").to_vec()
+}
+
 impl Handler for TestHandler {
     fn handle(&self, request: Request) {
         let stats = self.stats.clone();
         stats.requests.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            let script = request.params().get(b"SCRIPT_NAME").unwrap_or(b"").to_vec();
-            let query = request
-                .params()
-                .get(b"QUERY_STRING")
-                .unwrap_or(b"")
-                .to_vec();
+            let (script, query) = (
+                param(&request, b"SCRIPT_NAME"),
+                param(&request, b"QUERY_STRING"),
+            );
             let params_dump: Vec<u8> = request
                 .params()
                 .iter()
@@ -152,6 +155,15 @@ pub fn checksum(data: &[u8]) -> String {
     format!("{} {sum:x}", data.len())
 }
 
+/// The runtime an in-process server under test runs on: two workers, as on the CI machine.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A server running on its own runtime thread, stopped on drop.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -173,12 +185,7 @@ impl TestServer {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
+            runtime().block_on(async move {
                 let addr: ListenAddr = "127.0.0.1:0".parse().unwrap();
                 let listener = Listener::bind(&addr, Default::default()).await.unwrap();
                 addr_tx.send(listener.local_addr()).unwrap();
