@@ -23,7 +23,11 @@ use support::{param, pattern, Client};
 /// - `/stderr`: `out` on STDOUT, `err` on STDERR.
 /// - `/echo`: the body back.
 /// - `/giveback`: refused by `handle_inline`, so it goes through `handle`.
+/// - `/held`: writes nothing until `RELEASE_HELD` is set.
 struct InlineHandler;
+
+/// `/held` writes nothing (not even its head) until a test sets this.
+static RELEASE_HELD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn serve(request: Request) {
     let thread = std::thread::current()
@@ -36,6 +40,11 @@ fn serve(request: Request) {
     );
     let (_, mut body, mut response) = request.into_parts();
     let head = format!("Status: 200 OK\r\nX-Thread: {thread}\r\n\r\n");
+    if script == b"/held" {
+        while !RELEASE_HELD.load(std::sync::atomic::Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
     let mut ok = response.blocking_write(Bytes::from(head)).is_ok();
     match &script[..] {
         b"/hello" => {
@@ -59,6 +68,11 @@ fn serve(request: Request) {
             ok &= response
                 .blocking_write_stderr(Bytes::from_static(b"err"))
                 .is_ok();
+        }
+        b"/held" => {
+            ok &= response
+                .blocking_write(Bytes::from_static(b"released"))
+                .is_ok()
         }
         b"/echo" | b"/giveback" => {
             while let Ok(Some(chunk)) = body.blocking_chunk() {
@@ -291,5 +305,26 @@ fn a_peer_that_leaves_mid_response_ends_the_connection() {
     assert!(n > 0);
     drop(c);
     // The inline writer sees the peer gone (EPIPE, not SIGPIPE) and the request ends.
+    assert_eq!(wait_done(server), ServeOutcome::ConnectionClosed);
+}
+
+#[test]
+fn replies_queued_before_an_inline_request_are_not_held_by_it() {
+    let (mut c, server) = start();
+    // A GET_VALUES and, behind it, a request that writes nothing until the test says so: the
+    // reply must not wait for the request's first write.
+    let mut query = BytesMut::new();
+    protocol::encode_pair(&mut query, b"FCGI_MAX_CONNS", b"");
+    let mut batch = BytesMut::new();
+    protocol::encode_stream(&mut batch, RecordType::GetValues, 0, &query);
+    batch.extend_from_slice(&request_bytes(1, true, "/held", "", b""));
+    c.send(&batch);
+    // A held reply would time this read out (20 s) and fail the test.
+    let first = c.read_record().expect("closed");
+    assert_eq!(first.record_type, RecordType::GetValuesResult);
+    RELEASE_HELD.store(true, std::sync::atomic::Ordering::Release);
+    let r = c.read_reply(1);
+    assert_eq!(thread_of(&r.stdout), "wfcgi-conn");
+    drop(c);
     assert_eq!(wait_done(server), ServeOutcome::ConnectionClosed);
 }

@@ -54,12 +54,16 @@ impl std::fmt::Debug for Direct {
 }
 
 impl Direct {
-    /// `fd` must stay open until [`Direct::revoke`]; `earlier` goes out before anything else.
+    /// `fd` must stay open until [`Direct::revoke`]; `earlier` goes out before anything else,
+    /// as far as the socket takes it now (a slow app must not hold back management replies).
     pub(crate) fn new(fd: RawFd, earlier: OutBuf) -> Direct {
+        let mut pending = earlier;
+        // An error means the peer is gone: the next write, or the driver, finds out.
+        let _ = flush(fd, &mut pending, false);
         Direct {
             state: Mutex::new(State {
                 fd: Some(fd),
-                pending: earlier,
+                pending,
                 stderr_written: false,
             }),
         }
@@ -111,15 +115,19 @@ impl Direct {
     }
 
     /// Ends the request: the end records go out behind the response, without waiting for the
-    /// socket (what it does not take is left for the driver). `false` if revoked already: the
-    /// driver writes the end then.
-    pub(crate) fn finish(&self, id: u16, app_status: u32) -> bool {
+    /// socket (what it does not take is left for the driver). `tell_driver` runs after they are
+    /// queued and before any of them can be sent, under the lock that `revoke` also takes: the
+    /// web server may reuse the id as soon as it reads END_REQUEST, and the driver must know by
+    /// then that the id is free (it applies its messages before reading). `false` if revoked
+    /// already: the caller tells the driver to write the end itself.
+    pub(crate) fn finish(&self, id: u16, app_status: u32, tell_driver: impl FnOnce()) -> bool {
         let mut state = self.lock();
         let Some(fd) = state.fd else {
             return false;
         };
         let stderr_used = state.stderr_written;
         crate::connection::encode_request_end(&mut state.pending.tail, id, app_status, stderr_used);
+        tell_driver();
         // An error means the peer is gone: the driver finds out from its own read or write.
         let _ = flush(fd, &mut state.pending, false);
         true

@@ -459,18 +459,21 @@ impl Response {
     fn end(&mut self, app_status: u32) {
         if !self.finished {
             self.finished = true;
+            let (id, tx) = (self.id, &self.tx);
+            let tell = |written| {
+                let _ = tx.send(Outgoing::End {
+                    id,
+                    app_status,
+                    written,
+                });
+            };
             #[cfg(unix)]
-            let written = self
-                .direct
-                .as_ref()
-                .is_some_and(|d| d.finish(self.id, app_status));
-            #[cfg(not(unix))]
-            let written = false;
-            let _ = self.tx.send(Outgoing::End {
-                id: self.id,
-                app_status,
-                written,
-            });
+            if let Some(d) = &self.direct {
+                if d.finish(id, app_status, || tell(true)) {
+                    return;
+                }
+            }
+            tell(false);
         }
     }
 }

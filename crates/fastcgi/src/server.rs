@@ -316,8 +316,19 @@ fn spawn_inline_connection(
     permit: tokio::sync::OwnedSemaphorePermit,
     span: tracing::Span,
 ) {
-    let conn_ctx = ctx.clone();
+    /// Releases the connection however the thread ends.
+    struct Release(Arc<Context>, Option<tokio::sync::OwnedSemaphorePermit>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            drop(self.1.take());
+            self.0.tracker.done(&self.0.tracker.connections);
+        }
+    }
+    // Made here, moved into the thread: if the thread cannot start, dropping it releases too.
+    let release = Release(ctx.clone(), Some(permit));
+    let conn_ctx = ctx;
     let run = move || {
+        let _release = release;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build();
@@ -338,17 +349,14 @@ fn spawn_inline_connection(
             ),
             Err(e) => warn!(error = %e, "cannot start the connection's runtime"),
         }
-        drop(permit);
-        conn_ctx.tracker.done(&conn_ctx.tracker.connections);
     };
     let spawned = std::thread::Builder::new()
         .name("wfcgi-conn".into())
         .stack_size(INLINE_THREAD_STACK)
         .spawn(run);
     if let Err(e) = spawned {
-        // The connection went with the closure: nothing is left to serve.
+        // The connection went with the closure (whose guard released it): nothing to serve.
         warn!(error = %e, "cannot start the connection's thread");
-        ctx.tracker.done(&ctx.tracker.connections);
     }
 }
 
@@ -795,7 +803,14 @@ impl Driver<'_> {
         let _span = tracing::debug_span!("request", id).entered();
         #[cfg(unix)]
         if let Some(direct) = direct {
-            let given_back = self.ctx.handler.handle_inline(request);
+            // A panic must not skip the revoke below (the fd would stay in the writer's hands).
+            let given_back = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.ctx.handler.handle_inline(request)
+            }))
+            .unwrap_or_else(|_| {
+                tracing::error!("a panic while running a request inline (the request was ended)");
+                None
+            });
             // What the socket did not take yet is ours to send, ahead of anything later.
             let (rest, stderr_written) = direct.revoke();
             self.out.append(rest);

@@ -459,7 +459,9 @@ fn send_iterable(
     }
     // Where writes go straight to the socket, the last chunk of an iterator that knows its
     // length (a list's or tuple's; Django's HttpResponse iterates a list) goes out with the end.
-    let direct = start.borrow().writes_directly();
+    // An app thread inside write() right now holds the borrow: no hint then (the loop below
+    // reports that case as the RuntimeError it is).
+    let direct = start.try_borrow().is_ok_and(|s| s.writes_directly());
     let mut iter = iterable.try_iter()?;
     while let Some(chunk) = iter.next() {
         let chunk = chunk?;
