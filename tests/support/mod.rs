@@ -261,10 +261,7 @@ impl Client {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
-        Client {
-            stream,
-            buf: BytesMut::new(),
-        }
+        Client::over(stream)
     }
 
     /// The records of one whole request: BEGIN, PARAMS (one record), STDIN (in 64 KiB records).
@@ -298,6 +295,12 @@ impl Client<std::os::unix::net::UnixStream> {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
+        Client::over(stream)
+    }
+}
+
+impl<S> Client<S> {
+    fn over(stream: S) -> Self {
         Client {
             stream,
             buf: BytesMut::new(),

@@ -452,16 +452,25 @@ impl Connection {
         out: &mut BytesMut,
     ) -> Option<EndOutcome> {
         let i = self.slot_index(id)?;
+        let Slot::Active { stderr_used, .. } = self.slots[i].1 else {
+            return None;
+        };
+        encode_request_end(out, id, app_status, stderr_used);
+        self.request_ended(id)
+    }
+
+    /// Ends an active request whose end records ([`encode_request_end`]) were written by
+    /// whoever wrote its response. `None` if `id` is not active.
+    pub fn request_ended(&mut self, id: u16) -> Option<EndOutcome> {
+        let i = self.slot_index(id)?;
         let Slot::Active {
             keep_conn,
             stdin_done,
-            stderr_used,
             ..
         } = self.slots[i].1
         else {
             return None;
         };
-        encode_request_end(out, id, app_status, stderr_used);
         if stdin_done {
             self.slots.swap_remove(i);
         } else {

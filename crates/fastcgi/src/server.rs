@@ -242,6 +242,17 @@ impl Server {
     }
 }
 
+/// A connection's hold on the server: its permit and its place in the count, released however
+/// the connection ends (or if its thread cannot start).
+struct Release(Arc<Context>, Option<tokio::sync::OwnedSemaphorePermit>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        drop(self.1.take());
+        self.0.tracker.done(&self.0.tracker.connections);
+    }
+}
+
 async fn accept_loop(mut listener: Listener, ctx: Arc<Context>, permits: Arc<Semaphore>) {
     /// Decrements the listener count however this task ends (including abort).
     struct Guard(Arc<Context>);
@@ -272,20 +283,19 @@ async fn accept_loop(mut listener: Listener, ctx: Arc<Context>, permits: Arc<Sem
             }
         }
         ctx.tracker.connections.fetch_add(1, Ordering::AcqRel);
+        let release = Release(ctx.clone(), Some(permit));
         let span = tracing::info_span!("conn", %peer);
-        let conn_ctx = ctx.clone();
         #[cfg(unix)]
         if single && ctx.handler.serves_inline() {
-            spawn_inline_connection(stream, peer, ctx, permit, span);
+            spawn_inline_connection(stream, peer, release, span);
             return;
         }
         tokio::spawn(
             async move {
                 debug!("connection opened");
-                run_connection(stream, peer, &conn_ctx, None).await;
+                run_connection(stream, peer, &release.0, None).await;
                 debug!("connection closed");
-                drop(permit);
-                conn_ctx.tracker.done(&conn_ctx.tracker.connections);
+                drop(release);
             }
             .instrument(span),
         );
@@ -312,23 +322,12 @@ const READ_CHUNK: usize = 16 * 1024;
 fn spawn_inline_connection(
     stream: crate::listener::Stream,
     peer: Peer,
-    ctx: Arc<Context>,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    release: Release,
     span: tracing::Span,
 ) {
-    /// Releases the connection however the thread ends.
-    struct Release(Arc<Context>, Option<tokio::sync::OwnedSemaphorePermit>);
-    impl Drop for Release {
-        fn drop(&mut self) {
-            drop(self.1.take());
-            self.0.tracker.done(&self.0.tracker.connections);
-        }
-    }
-    // Made here, moved into the thread: if the thread cannot start, dropping it releases too.
-    let release = Release(ctx.clone(), Some(permit));
-    let conn_ctx = ctx;
+    // Moved into the thread: if the thread cannot start, dropping the closure releases too.
     let run = move || {
-        let _release = release;
+        let conn_ctx = &release.0;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build();
@@ -339,7 +338,7 @@ fn spawn_inline_connection(
                     match stream.rebind() {
                         Ok(stream) => {
                             let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
-                            run_connection(stream, peer, &conn_ctx, Some(fd)).await;
+                            run_connection(stream, peer, conn_ctx, Some(fd)).await;
                         }
                         Err(e) => warn!(error = %e, "cannot move the connection to its thread"),
                     }
@@ -857,13 +856,12 @@ impl Driver<'_> {
                     self.parse_again = true;
                 }
                 // Written already by an inline request's thread: only the state is updated.
-                let mut discard = BytesMut::new();
-                let out = if written {
-                    &mut discard
+                let outcome = if written {
+                    self.conn.request_ended(id)
                 } else {
-                    &mut self.out.tail
+                    self.conn.end_request(id, app_status, &mut self.out.tail)
                 };
-                if let Some(outcome) = self.conn.end_request(id, app_status, out) {
+                if let Some(outcome) = outcome {
                     if outcome.close_connection {
                         self.close_when_idle = true;
                     }
