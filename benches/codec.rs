@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use fastcgi::connection::{Connection, ConnectionConfig, Event};
-use fastcgi::protocol::{self, BeginRequest, EndRequest, ProtocolStatus, Record, RecordType, Role};
+use fastcgi::protocol::{self, EndRequest, ProtocolStatus, Record, RecordType};
 
 /// What nginx sends for `GET /hello` with its stock fastcgi_params plus a few browser headers:
 /// 30 params in one PARAMS record, then the empty PARAMS and STDIN records.
@@ -45,18 +45,8 @@ fn nginx_request() -> BytesMut {
         ("HTTP_SEC_FETCH_SITE", "none"),
     ];
     let mut out = BytesMut::new();
-    BeginRequest {
-        role: Role::Responder,
-        flags: protocol::FLAG_KEEP_CONN,
-    }
-    .encode(1, &mut out);
-    let mut p = BytesMut::new();
-    for (n, v) in params {
-        protocol::encode_pair(&mut p, n.as_bytes(), v.as_bytes());
-    }
-    protocol::encode_stream(&mut out, RecordType::Params, 1, &p);
-    protocol::encode_stream_end(&mut out, RecordType::Params, 1);
-    protocol::encode_stream_end(&mut out, RecordType::Stdin, 1);
+    let pairs = params.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+    fastcgi::client::encode_request(&mut out, 1, true, pairs, b"");
     out
 }
 

@@ -3,8 +3,6 @@
 //! thread, writing straight to the socket. Here against the real server over a socketpair, with
 //! a handler that says which thread ran each request.
 
-mod support;
-
 use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
@@ -15,7 +13,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use fastcgi::protocol::{self, RecordType};
 use fastcgi::{Handler, Listener, Request, ServeOutcome, Server, ServerConfig, Stream};
-use support::{param, pattern, Client};
+use test_support::{param, pattern, Client};
 
 /// Routes on `SCRIPT_NAME`; every reply says in `X-Thread` which thread ran it.
 /// - `/hello`: 13 bytes, as the last write.
@@ -111,7 +109,7 @@ fn start() -> (Client<UnixStream>, JoinHandle<ServeOutcome>) {
     theirs.set_nonblocking(true).unwrap();
     let (ready_tx, ready_rx) = mpsc::channel();
     let server = std::thread::spawn(move || {
-        support::runtime().block_on(async move {
+        test_support::runtime().block_on(async move {
             let stream = tokio::net::UnixStream::from_std(theirs).unwrap();
             let listener = Listener::Connected(Some(Stream::Unix(stream)));
             ready_tx.send(()).unwrap();

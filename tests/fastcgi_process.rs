@@ -1,16 +1,15 @@
 //! The FastCGI server as a process (src/bin/fcgi-hello.rs, no Python): signals, every transport,
 //! and fd 0 as web servers that spawn the application pass it.
 
-mod support;
-
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fastcgi::protocol::ProtocolStatus;
-use support::peers::{self, Nginx, PathParams, TempDir};
-use support::Client;
+use test_support::peers::{self, Nginx, PathParams, TempDir};
+use test_support::process::signal;
+use test_support::Client;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fcgi-hello");
 
@@ -23,20 +22,8 @@ fn spawn(args: &[&str], stdin: Stdio) -> Child {
         .unwrap()
 }
 
-fn signal(child: &Child, sig: libc::c_int) {
-    // SAFETY: kill on a child we own; its pid is valid until we wait on it.
-    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0);
-}
-
 fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "the process did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    test_support::process::wait_exit(child, within).expect("the process did not exit")
 }
 
 fn hello_over(stream: TcpStream) {

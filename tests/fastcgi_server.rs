@@ -1,8 +1,6 @@
 //! The real FastCGI server (crates/fastcgi) on a loopback port, driven with raw bytes and by two
 //! clients nobody here wrote: cgi-fcgi and nginx.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -10,8 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use fastcgi::protocol::{self, ProtocolStatus, RecordType};
 use fastcgi::{ServeOutcome, ServerConfig};
-use support::peers::{self, Nginx, PathParams};
-use support::{pattern, Client, TestServer};
+use test_support::peers::{self, Nginx, PathParams};
+use test_support::{pattern, Client, TestServer};
 
 /// Writes `unit` over and over until a write times out (the server stopped reading: true) or
 /// `limit` bytes went through (it did not: false). Partial writes resume where they stopped, so
@@ -492,7 +490,7 @@ fn nginx_in_front_with_keepalive() {
     }
     let body = pattern(0, 5 * 1024 * 1024);
     let r = peers::http(nginx.port, "POST", "/sha256", &[], &body);
-    assert_eq!(r.text(), support::checksum(&body));
+    assert_eq!(r.text(), test_support::checksum(&body));
     let r = peers::http(nginx.port, "GET", "/big?3000000", &[], b"");
     assert_eq!(r.body, pattern(0, 3_000_000));
     // nginx kept its upstream connections open: far fewer connections than requests.

@@ -2,14 +2,12 @@
 //! behind nginx: templates, CSRF-checked forms, the admin with its SQLite database, a 10 MiB
 //! upload, a streamed response. Plus the stdlib test app inside wsgiref's PEP 3333 validator.
 
-mod support;
-
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use support::peers::{self, HttpResponse, Nginx, PathParams, TempDir};
-use support::wfcgi::{cgi_status, django_db, repo_path, venv, wsgi_params, Wfcgi};
-use support::Client;
+use test_support::peers::{self, HttpResponse, Nginx, PathParams, TempDir};
+use test_support::wfcgi::{django_db, repo_path, venv, wsgi_params, Wfcgi};
+use test_support::Client;
 
 /// wfcgi serving the Django site, nginx in front. `handler`: `Some(dotted)` for `--handler`,
 /// `None` to take WSGI_HANDLER and DJANGO_SETTINGS_MODULE from the environment.
@@ -302,7 +300,7 @@ fn testapp_under_pep3333_validator_get_head_and_raw_post() {
     let bytes = Client::request_bytes(1, true, &params, &body);
     c.send(&bytes);
     let reply = c.read_reply(1);
-    assert_eq!(cgi_status(&reply), 200, "log:\n{}", w.log());
+    assert_eq!(reply.status(), 200, "log:\n{}", w.log());
     assert_eq!(reply.body(), &body[..]);
 
     assert_no_validator_complaint(&w, &nginx);

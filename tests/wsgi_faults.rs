@@ -2,12 +2,10 @@
 //! with --debug-responses), the log gets the details, and the process keeps serving. Handlers
 //! that cannot be loaded, and the request body limit.
 
-mod support;
-
 use fastcgi::protocol::ProtocolStatus;
-use support::peers::{self, Nginx, PathParams};
-use support::wfcgi::{cgi_status, repo_path, wsgi_params, Wfcgi};
-use support::{Client, Reply};
+use test_support::peers::{self, Nginx, PathParams};
+use test_support::wfcgi::{repo_path, wsgi_params, Wfcgi};
+use test_support::{Client, Reply};
 
 fn request(c: &mut Client, method: &str, path: &str, extra: &[(&str, &str)], body: &[u8]) -> Reply {
     let mut params = wsgi_params(method, path, "");
@@ -48,7 +46,7 @@ fn raise_before_start_response_is_a_plain_500_with_the_traceback_in_the_log() {
     let w = Wfcgi::serve_testapp(&[]);
     let mut c = w.connect();
     let r = get(&mut c, "/raise-before");
-    assert_eq!(cgi_status(&r), 500);
+    assert_eq!(r.status(), 500);
     assert_complete(&r);
     let all = everything(&r);
     for secret in ["Traceback", "boom before start_response", "app.py"] {
@@ -71,7 +69,7 @@ fn debug_responses_put_the_traceback_in_the_body() {
     let w = Wfcgi::serve_testapp(&["--debug-responses"]);
     let mut c = w.connect();
     let r = get(&mut c, "/raise-before");
-    assert_eq!(cgi_status(&r), 500);
+    assert_eq!(r.status(), 500);
     let body = text(r.body());
     assert!(body.contains("Traceback"), "{body}");
     assert!(
@@ -86,7 +84,7 @@ fn raise_after_the_head_ends_the_response_cleanly() {
     let w = Wfcgi::serve_testapp(&[]);
     let mut c = w.connect();
     let r = get(&mut c, "/raise-after");
-    assert_eq!(cgi_status(&r), 200);
+    assert_eq!(r.status(), 200);
     assert_eq!(r.body(), b"partial");
     assert_complete(&r);
     assert!(!everything(&r).contains("boom"), "{}", everything(&r));
@@ -116,7 +114,7 @@ fn bad_header_is_a_500_and_the_log_names_it() {
     let w = Wfcgi::serve_testapp(&[]);
     let mut c = w.connect();
     let r = get(&mut c, "/bad-header");
-    assert_eq!(cgi_status(&r), 500);
+    assert_eq!(r.status(), 500);
     assert_complete(&r);
     let all = everything(&r);
     assert!(
@@ -134,7 +132,7 @@ fn bad_status_is_a_500_and_the_log_names_it() {
     let w = Wfcgi::serve_testapp(&[]);
     let mut c = w.connect();
     let r = get(&mut c, "/bad-status");
-    assert_eq!(cgi_status(&r), 500);
+    assert_eq!(r.status(), 500);
     assert_complete(&r);
     assert!(!everything(&r).contains("bad status"));
     let log = w.wait_log("\"OK\"");
@@ -147,7 +145,7 @@ fn print_output_goes_to_the_log_not_the_response() {
     let w = Wfcgi::serve_testapp(&[]);
     let mut c = w.connect();
     let r = get(&mut c, "/print");
-    assert_eq!(cgi_status(&r), 200);
+    assert_eq!(r.status(), 200);
     assert_eq!(r.body(), b"printed");
     let all = everything(&r);
     let log = w.wait_log("wsgi-errors-line");
@@ -171,7 +169,7 @@ fn every_fault_in_turn_on_one_connection() {
         ("/nope", 404),
     ] {
         let r = get(&mut c, path);
-        assert_eq!(cgi_status(&r), status, "{path}");
+        assert_eq!(r.status(), status, "{path}");
         assert_complete(&r);
         let r = get(&mut c, "/hello");
         assert_eq!(
@@ -195,12 +193,12 @@ fn unimportable_handler_answers_500_and_the_log_says_what_was_tried() {
     let mut c = w.connect();
     for _ in 0..3 {
         let r = get(&mut c, "/hello");
-        assert_eq!(cgi_status(&r), 500);
+        assert_eq!(r.status(), 500);
         assert_complete(&r);
         assert!(!everything(&r).contains("ModuleNotFoundError"));
     }
     let r = get(&mut w.connect(), "/hello");
-    assert_eq!(cgi_status(&r), 500);
+    assert_eq!(r.status(), 500);
     let log = w.wait_log("could not be imported");
     assert!(log.contains("--handler"), "names the setting:\n{log}");
     assert!(
@@ -223,7 +221,7 @@ fn unimportable_handler_from_the_environment_names_wsgi_handler() {
         cmd.env("WSGI_HANDLER", "no_such_module.application");
     });
     let r = get(&mut w.connect(), "/hello");
-    assert_eq!(cgi_status(&r), 500);
+    assert_eq!(r.status(), 500);
     let log = w.wait_log("could not be imported");
     assert!(log.contains("WSGI_HANDLER"), "{log}");
     assert!(log.contains("\"no_such_module.application\""), "{log}");
@@ -240,7 +238,7 @@ fn broken_import_shows_the_inner_import_error_traceback() {
         "broken_import.application",
     ]);
     let r = get(&mut w.connect(), "/");
-    assert_eq!(cgi_status(&r), 500);
+    assert_eq!(r.status(), 500);
     let log = w.wait_log("does_not_exist_xyz");
     assert!(log.contains("does_not_exist_xyz"), "{log}");
     assert!(log.contains("Traceback"), "{log}");
@@ -250,7 +248,7 @@ fn broken_import_shows_the_inner_import_error_traceback() {
     );
     // Still up, still 500 (the import is not retried into a half-loaded module).
     let r = get(&mut w.connect(), "/");
-    assert_eq!(cgi_status(&r), 500);
+    assert_eq!(r.status(), 500);
 }
 
 #[test]
@@ -268,7 +266,7 @@ fn max_body_bytes_refuses_larger_bodies_with_413() {
         ],
         &big,
     );
-    assert_eq!(cgi_status(&r), 413, "{}", text(&r.stdout));
+    assert_eq!(r.status(), 413, "{}", text(&r.stdout));
     assert_complete(&r);
     // At the limit: accepted.
     let ok = vec![b'y'; 1000];
@@ -279,7 +277,7 @@ fn max_body_bytes_refuses_larger_bodies_with_413() {
         &[("CONTENT_LENGTH", "1000")],
         &ok,
     );
-    assert_eq!(cgi_status(&r), 200);
+    assert_eq!(r.status(), 200);
     assert_eq!(r.body(), &ok[..]);
 
     // Through nginx (Content-Length from the client).
@@ -296,7 +294,7 @@ fn max_body_bytes_applies_to_a_body_without_content_length() {
     // and request buffering off). The limit counts the bytes that arrive.
     let w = Wfcgi::serve_testapp(&["--max-body-bytes", "1000"]);
     let r = request(&mut w.connect(), "POST", "/sha256", &[], &vec![b'z'; 5000]);
-    let status = cgi_status(&r);
+    let status = r.status();
     assert_eq!(status, 413, "{}", text(&r.stdout));
     still_serves(&w, &mut w.connect());
 }

@@ -3,8 +3,6 @@
 //! server's memory grow with the bytes moved. Every assertion is on memory (VmHWM, VmRSS from
 //! /proc), never on time; the figures are printed for the record (`--nocapture`).
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,10 +12,10 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use fastcgi::protocol::{self, BeginRequest, EndRequest, ProtocolStatus, RecordType, Role};
 use sha2::{Digest, Sha256};
-use support::peers::{Nginx, PathParams};
-use support::rss_kib;
-use support::wfcgi::{wsgi_params, Wfcgi};
-use support::Client;
+use test_support::peers::{Nginx, PathParams};
+use test_support::rss_kib;
+use test_support::wfcgi::{wsgi_params, Wfcgi};
+use test_support::Client;
 
 /// The target: the server's peak resident memory stays under this, whatever the body size.
 const MAX_HWM_KIB: u64 = 150 * 1024;
@@ -34,7 +32,7 @@ const READ_PAUSE: Duration = Duration::from_millis(5);
 
 /// Peak resident memory of the process so far (VmHWM), in KiB.
 fn vm_hwm_kib(pid: u32) -> u64 {
-    support::proc_status_kib(pid, "VmHWM:")
+    test_support::proc_status_kib(pid, "VmHWM:")
 }
 
 /// One request first (interpreter, handler import), so that the baseline is the idle server.
@@ -222,7 +220,7 @@ fn slow_reader_of_a_256_mib_response_keeps_rss_flat() {
 /// the connection's thread and writes straight to the socket, waiting for it when full.
 #[test]
 fn slow_reader_of_a_256_mib_response_keeps_rss_flat_as_under_iis() {
-    let python = support::wfcgi::repo_path("python");
+    let python = test_support::wfcgi::repo_path("python");
     let (w, mut c) = Wfcgi::with_connected_stdin(
         &[
             "--app-dir",

@@ -2,18 +2,14 @@
 //! listening socket (Apache mod_fcgid, spawn-fcgi) or one connected socket for the process's
 //! life (IIS), settings from web.config read on the first request. And graceful shutdown.
 
-mod support;
-
 use std::io::ErrorKind;
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
-use support::peers::{self, Nginx, PathParams, TempDir};
-use support::wfcgi::{
-    cgi_status, read_lossy, repo_path, venv, write_web_config, wsgi_params, Wfcgi,
-};
-use support::Client;
+use test_support::peers::{self, Nginx, PathParams, TempDir};
+use test_support::wfcgi::{read_lossy, repo_path, venv, write_web_config, wsgi_params, Wfcgi};
+use test_support::Client;
 
 /// A temporary app directory whose web.config serves python/testapp.
 fn app_dir(extra: &[(&str, &str)]) -> TempDir {
@@ -70,7 +66,7 @@ fn iis_params<'a>(app: &'a str, path: &'a str, query: &'a str) -> Vec<(&'a str, 
 fn iis_process(
     app: &TempDir,
     close_std_handles: bool,
-) -> (Wfcgi, support::Client<std::os::unix::net::UnixStream>) {
+) -> (Wfcgi, test_support::Client<std::os::unix::net::UnixStream>) {
     Wfcgi::with_connected_stdin(&[], &|cmd| {
         // Somewhere else than the app: the app directory must come from APPL_PHYSICAL_PATH.
         cmd.current_dir("/")
@@ -113,7 +109,7 @@ fn iis_serves_and_logs(close_std_handles: bool) {
     params.push(("HTTP_X_ORIGINAL_URL", "/environ?a=1"));
     let reply = conn.request(1, &params, b"");
     assert_eq!(
-        cgi_status(&reply),
+        reply.status(),
         200,
         "{}",
         String::from_utf8_lossy(&reply.stdout)
@@ -183,7 +179,7 @@ fn iis_style_bad_web_config_answers_500_and_logs_then_recovers_when_fixed() {
     let appl = app.path().to_str().unwrap().to_owned();
     let (mut w, mut conn) = iis_process(&app, false);
     let reply = conn.request(1, &iis_params(&appl, "/hello", ""), b"");
-    assert_eq!(cgi_status(&reply), 500);
+    assert_eq!(reply.status(), 500);
     let log = Wfcgi::wait_for_text(&log_path, "WFCGI_THREADS");
     assert!(
         log.contains("WFCGI_THREADS") && log.contains("many"),
@@ -220,7 +216,7 @@ fn sleep_request(w: &Wfcgi, ms: u32) -> std::thread::JoinHandle<(u16, Vec<u8>)> 
         let bytes = Client::request_bytes(1, true, &params, b"");
         c.send(&bytes);
         let reply = c.read_reply(1);
-        (cgi_status(&reply), reply.body().to_vec())
+        (reply.status(), reply.body().to_vec())
     })
 }
 
@@ -275,9 +271,9 @@ fn sigterm_stops_accepting_new_connections() {
 #[test]
 fn iis_style_django_with_venv_and_settings_from_web_config() {
     let app = TempDir::new("app-django");
-    let db = support::wfcgi::django_db(app.path());
+    let db = test_support::wfcgi::django_db(app.path());
     let site = repo_path("python/django_site");
-    let venv = support::wfcgi::venv("django");
+    let venv = test_support::wfcgi::venv("django");
     write_web_config(
         app.path(),
         &[
@@ -294,7 +290,7 @@ fn iis_style_django_with_venv_and_settings_from_web_config() {
     let (mut w, mut conn) = iis_process(&app, false);
     let reply = conn.request(1, &iis_params(&appl, "/", ""), b"");
     assert_eq!(
-        cgi_status(&reply),
+        reply.status(),
         200,
         "{}\nlog:\n{}",
         String::from_utf8_lossy(&reply.stdout),
@@ -303,7 +299,7 @@ fn iis_style_django_with_venv_and_settings_from_web_config() {
     assert!(String::from_utf8_lossy(reply.body()).contains("<h1>wfcgi django demo</h1>"));
     // The admin reads the database named by an appSetting (copied into the environment).
     let reply = conn.request(1, &iis_params(&appl, "/admin/login/", ""), b"");
-    assert_eq!(cgi_status(&reply), 200, "log:\n{}", read_lossy(&log_path));
+    assert_eq!(reply.status(), 200, "log:\n{}", read_lossy(&log_path));
     drop(conn);
     let status = w
         .wait_exit(Duration::from_secs(30))
@@ -335,7 +331,7 @@ fn x_original_url_from_a_non_iis_server_is_ignored() {
 
 #[test]
 fn iis_style_venv_of_another_python_is_a_500_not_an_exit_and_fixing_it_recovers() {
-    let py312 = support::wfcgi::venv("py312");
+    let py312 = test_support::wfcgi::venv("py312");
     let app = app_dir(&[
         ("WFCGI_VENV", py312.to_str().unwrap()),
         ("WSGI_LOG", "wfcgi.log"),
@@ -344,7 +340,7 @@ fn iis_style_venv_of_another_python_is_a_500_not_an_exit_and_fixing_it_recovers(
     let appl = app.path().to_str().unwrap().to_owned();
     let (mut w, mut conn) = iis_process(&app, false);
     let reply = conn.request(1, &iis_params(&appl, "/hello", ""), b"");
-    assert_eq!(cgi_status(&reply), 500);
+    assert_eq!(reply.status(), 500);
     let log = Wfcgi::wait_for_text(&log_path, "3.12");
     assert!(log.contains("3.12") && log.contains("3.11"), "{log}");
     assert!(
@@ -434,7 +430,7 @@ fn iis_style_requests_run_inline_on_the_connection_thread() {
     let app = app_dir(&[]);
     let appl = app.path().to_str().unwrap().to_owned();
     let (mut w, mut conn) = iis_process(&app, false);
-    let thread = |conn: &mut support::Client<_>| {
+    let thread = |conn: &mut test_support::Client<_>| {
         let r = conn.request(1, &iis_params(&appl, "/thread", ""), b"");
         String::from_utf8_lossy(r.body()).into_owned()
     };
@@ -447,7 +443,7 @@ fn iis_style_requests_run_inline_on_the_connection_thread() {
     // 8 MiB to a reader that waits first: the inline writer waits for the socket.
     let size = 8 << 20;
     let query = format!("size={size}&chunk=65536");
-    conn.send(&support::Client::request_bytes(
+    conn.send(&test_support::Client::request_bytes(
         1,
         true,
         &iis_params(&appl, "/bigresponse", &query),
@@ -456,10 +452,10 @@ fn iis_style_requests_run_inline_on_the_connection_thread() {
     std::thread::sleep(Duration::from_millis(300));
     let r = conn.read_reply(1);
     assert_eq!(r.body().len(), size);
-    assert!(r.body() == support::pattern(0, size), "body differs");
+    assert!(r.body() == test_support::pattern(0, size), "body differs");
 
     // A 1 MiB upload streams to a pool thread; the reply is the same either way.
-    let body = support::pattern(0, 1 << 20);
+    let body = test_support::pattern(0, 1 << 20);
     let mut params = iis_params(&appl, "/sha256", "");
     params.retain(|(n, _)| *n != "REQUEST_METHOD");
     params.extend([("REQUEST_METHOD", "POST"), ("CONTENT_LENGTH", "1048576")]);
@@ -472,8 +468,8 @@ fn iis_style_requests_run_inline_on_the_connection_thread() {
 
     // write() and a generator: each chunk goes out when produced, not held to the end.
     let r = conn.request(1, &iis_params(&appl, "/write-callable", ""), b"");
-    assert_eq!(cgi_status(&r), 200);
-    conn.send(&support::Client::request_bytes(
+    assert_eq!(r.status(), 200);
+    conn.send(&test_support::Client::request_bytes(
         1,
         true,
         &iis_params(&appl, "/stream", "chunks=3&delay=0.4"),
@@ -511,7 +507,7 @@ fn iis_style_sigterm_lets_an_inline_request_finish() {
     // The first request starts the app; the next one runs inline.
     let r = conn.request(1, &iis_params(&appl, "/hello", ""), b"");
     assert_eq!(r.body(), b"Hello, World!");
-    conn.send(&support::Client::request_bytes(
+    conn.send(&test_support::Client::request_bytes(
         1,
         true,
         &iis_params(&appl, "/sleep", "ms=1500"),

@@ -1,11 +1,9 @@
 //! Virtualenvs: what `--venv` makes importable (and what it keeps out), the three ways to name
 //! one, a venv of another Python refused at start-up, and the libpython the binary loads.
 
-mod support;
-
 use std::process::Command;
 
-use support::wfcgi::{cgi_status, repo_path, venv, wfcgi_bin, wsgi_params, Configure, Wfcgi};
+use test_support::wfcgi::{repo_path, venv, wfcgi_bin, wsgi_params, Configure, Wfcgi};
 
 /// wfcgi serving python/testapp with `--venv VENV`.
 fn serve_in(venv: &str, configure: Configure) -> Wfcgi {
@@ -25,11 +23,11 @@ fn serve_in(venv: &str, configure: Configure) -> Wfcgi {
 
 fn get(w: &Wfcgi, path: &str, query: &str) -> String {
     let mut c = w.connect();
-    let bytes = support::Client::request_bytes(1, true, &wsgi_params("GET", path, query), b"");
+    let bytes = test_support::Client::request_bytes(1, true, &wsgi_params("GET", path, query), b"");
     c.send(&bytes);
     let reply = c.read_reply(1);
     assert_eq!(
-        cgi_status(&reply),
+        reply.status(),
         200,
         "{path}: {}\nlog:\n{}",
         String::from_utf8_lossy(&reply.stdout),

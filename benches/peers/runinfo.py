@@ -10,7 +10,7 @@
         parent_children_ticks  cutime+cstime of this script's parent (the driver shell):
                     the CPU of the children it has reaped, i.e. the client once it has exited
     python runinfo.py record BEFORE AFTER RESULT META_JSON
-        merges a before/after pair, the client's JSON result (wfcgi bench or wrk) and
+        merges a before/after pair, the client's JSON result (fcgi-bench or wrk) and
         META_JSON (server, scenario, ...) into one line of results.jsonl.
 """
 

@@ -1,6 +1,6 @@
 -- wrk script for benches/run-load: prints one JSON object after the run.
 -- No response() callback: it would run Lua for every response and slow wrk down. wrk counts
--- statuses >= 400 itself (errors.status); bodies are not checked (wfcgi bench does that).
+-- statuses >= 400 itself (errors.status); bodies are not checked (fcgi-bench does that).
 
 function done(summary, latency, requests)
   local e = summary.errors

@@ -11,7 +11,11 @@
 //!   limits, graceful shutdown. Applications implement [`Handler`].
 //!
 //! [`Params`] is a request's params, kept as the raw stream plus an index (no copy per pair).
+//!
+//! [`client`] is the other side, also sans-IO: the request encoder, the response decoder and the
+//! CGI head reader that the load generator, the tests and `wfcgi request` use.
 
+pub mod client;
 pub mod connection;
 #[cfg(unix)]
 mod direct;

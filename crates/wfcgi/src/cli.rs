@@ -67,8 +67,6 @@ pub struct Cli {
 pub enum Command {
     /// Listen on TCP addresses or Unix sockets and serve (nginx, Apache mod_proxy_fcgi).
     Serve(ServeArgs),
-    /// Load a FastCGI server (wfcgi, uWSGI, flup, PHP-FPM, ...) and report requests/s and latency.
-    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]

@@ -11,7 +11,6 @@
 //! - [`webconfig`]: the `<appSettings>` of an IIS web.config.
 //! - [`logging`]: stderr and the `WSGI_LOG` file, reconfigurable after web.config is read.
 //! - [`lazy`]: stdin mode's handler, which starts the bridge on the first request.
-//! - [`bench`]: `wfcgi bench`, a FastCGI load generator (no Python involved).
 //!
 //! Two modes:
 //! - `wfcgi serve`: settings are read at start-up; any problem is one message on stderr (and
@@ -21,7 +20,6 @@
 //!   known from APPL_PHYSICAL_PATH; a problem then is a 500 and a log line, never an exit:
 //!   under IIS an exit shows only "The FastCGI process exited unexpectedly".
 
-mod bench;
 mod cli;
 mod lazy;
 mod logging;
@@ -58,9 +56,6 @@ fn runtime_threads() -> usize {
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
-    if let Some(Command::Bench(args)) = &cli.command {
-        return bench::main(args);
-    }
     let flags = cli.flags();
     // Taken before anything changes the environment: it tells an inherited variable from an
     // appSetting copied in later.
@@ -71,7 +66,6 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Serve(_)) => serve(&flags, &env, &cwd),
-        Some(Command::Bench(_)) => unreachable!("handled above"),
         None => serve_stdin(flags, env, cwd),
     }
 }

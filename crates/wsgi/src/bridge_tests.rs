@@ -3,7 +3,7 @@
 
 use pyo3::prelude::*;
 
-use crate::test_support::{bridge, python, request, Output};
+use crate::testing::{bridge, python, request, Output};
 
 const GET: &[(&str, &str)] = &[
     ("REQUEST_METHOD", "GET"),
@@ -172,7 +172,7 @@ fn write_callable_and_empty_bodies() {
 
 #[test]
 fn file_wrapper_sends_a_regular_file_from_its_position() {
-    let source = std::fs::read(crate::test_support::fixtures().join("bridge_apps.py")).unwrap();
+    let source = std::fs::read(crate::testing::fixtures().join("bridge_apps.py")).unwrap();
     let out = get("bridge_apps.file_wrapper");
     assert_eq!(out.body().as_bytes(), &source[10..]);
     let out = get("bridge_apps.file_wrapper_filelike");
@@ -281,6 +281,6 @@ fn python_info_names_the_running_python() {
             .unwrap()
             .extract()
             .unwrap();
-        assert_eq!(std::path::Path::new(&cwd), crate::test_support::fixtures());
+        assert_eq!(std::path::Path::new(&cwd), crate::testing::fixtures());
     });
 }

@@ -251,14 +251,14 @@ fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support;
+    use crate::testing;
 
     fn build_with(
         options: EnvironOptions,
         params: &[(&[u8], &[u8])],
         check: impl FnOnce(&Bound<'_, PyDict>),
     ) {
-        test_support::python(|py| {
+        testing::python(|py| {
             let errors = py.None().into_bound(py);
             let wrapper = py.None().into_bound(py);
             let template = EnvironTemplate::new(py, options, errors, wrapper).unwrap();

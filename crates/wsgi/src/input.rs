@@ -416,7 +416,7 @@ pub fn is_too_large(py: Python<'_>, err: &PyErr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support;
+    use crate::testing;
 
     /// A body arriving in the given pieces (an empty piece is returned as-is, like an empty
     /// STDIN record would not be, to test that empty chunks are skipped).
@@ -455,7 +455,7 @@ mod tests {
 
     /// Runs `code` (statements; `inp` is the input, the result goes into `out`).
     fn run(inp: Input, code: &str) -> String {
-        test_support::python(|py| {
+        testing::python(|py| {
             let locals = pyo3::types::PyDict::new(py);
             locals
                 .set_item("inp", Bound::new(py, inp).unwrap())
@@ -548,7 +548,7 @@ mod tests {
             spool_threshold: 4096,
             max_body_bytes: None,
         };
-        let got = test_support::python(|py| {
+        let got = testing::python(|py| {
             let mut inp = input(&refs, None, limits);
             inp.read_all(py).unwrap().as_bytes().to_vec()
         });

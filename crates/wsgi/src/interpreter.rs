@@ -369,7 +369,7 @@ mod pyconfig {
 mod tests {
     use super::*;
     use crate::config::SettingSource;
-    use crate::test_support::TempDir;
+    use test_support::TempDir;
 
     fn setting(path: PathBuf) -> VenvSetting {
         VenvSetting {
@@ -391,7 +391,7 @@ mod tests {
 
     #[test]
     fn version_mismatch_names_both_versions_and_the_fix() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("venv");
         let root = fake_venv(&dir, "home = /usr/bin\nversion = 3.12.1\n");
         let err = check_venv_version(&setting(root.clone()), &root, "3.11.7 (main, ...)")
             .unwrap_err()
@@ -405,7 +405,7 @@ mod tests {
 
     #[test]
     fn version_info_key_and_matching_version_pass() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("venv");
         let root = fake_venv(&dir, "version_info = 3.11.2.final.0\n");
         assert_eq!(venv_version(&root).as_deref(), Some("3.11"));
         check_venv_version(&setting(root.clone()), &root, "3.11.7").unwrap();
@@ -414,7 +414,7 @@ mod tests {
 
     #[test]
     fn venv_setting_forms_resolve() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("venv");
         let root = fake_venv(&dir, "version = 3.11.7\n");
         let exe = VENV_PYTHON
             .iter()
@@ -446,7 +446,7 @@ mod tests {
 
     #[test]
     fn loaded_python_is_the_build_interpreter() {
-        let info = crate::test_support::python(|py| python_info(py).unwrap());
+        let info = crate::testing::python(|py| python_info(py).unwrap());
         assert!(
             info.version
                 .starts_with(&format!("{BUILD_PYTHON_VERSION}.")),

@@ -29,7 +29,7 @@ mod pool;
 pub mod response;
 pub mod stdio;
 #[cfg(test)]
-mod test_support;
+mod testing;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

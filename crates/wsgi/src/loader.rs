@@ -214,7 +214,7 @@ fn demo_app(py: Python<'_>) -> PyResult<Py<PyAny>> {
 mod tests {
     use super::*;
     use crate::config::SettingSource;
-    use crate::test_support;
+    use crate::testing;
 
     fn setting(path: &str) -> HandlerSetting {
         HandlerSetting {
@@ -266,7 +266,7 @@ mod tests {
             ("loader_fixture:nope", Err(&["nope", "AttributeError"])),
             ("app", Err(&["no module part"])),
         ];
-        test_support::python(|py| {
+        testing::python(|py| {
             for (value, expect) in table {
                 let got = resolve(py, &setting(value));
                 match (expect, got) {
@@ -287,7 +287,7 @@ mod tests {
 
     #[test]
     fn virtualenv_proxy_names_use_the_alt_handler() {
-        test_support::python(|py| {
+        testing::python(|py| {
             let alt = setting("loader_fixture.app");
             for name in VIRTUALENV_PROXY_NAMES {
                 let app = load(py, Some(&setting(name)), Some(&alt)).unwrap();
@@ -301,7 +301,7 @@ mod tests {
 
     #[test]
     fn demo_app_loads_without_a_handler() {
-        test_support::python(|py| {
+        testing::python(|py| {
             let app = load(py, None, None).unwrap();
             assert!(app.bind(py).is_callable());
         });

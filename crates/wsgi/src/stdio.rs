@@ -160,7 +160,7 @@ mod tests {
 
     #[test]
     fn sys_stdout_is_replaced() {
-        crate::test_support::python(|py| {
+        crate::testing::python(|py| {
             let sys = py.import("sys").unwrap();
             let out = sys.getattr("stdout").unwrap();
             assert!(out.cast::<LogWriter>().is_ok());

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use fastcgi::protocol::{encode_pair, encode_stream, encode_stream_end, BeginRequest};
-use fastcgi::{BindOptions, ListenAddr, Listener, Record, RecordType, Role, Server, ServerConfig};
+use fastcgi::client::{self, ResponseRecord};
+use fastcgi::{BindOptions, ListenAddr, Listener, Server, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wsgi::{Bridge, BridgeConfig, HandlerSetting, SettingSource};
@@ -32,44 +32,33 @@ async fn serve(threads: usize, queue_len: usize) -> String {
     local
 }
 
-fn begin(params: &[(&str, &str)]) -> BytesMut {
-    let mut out = BytesMut::new();
-    let begin = BeginRequest {
-        role: Role::Responder,
-        flags: 0,
-    };
-    let mut content = BytesMut::new();
-    begin.encode(1, &mut content);
-    out.extend_from_slice(&content);
-    let mut pairs = BytesMut::new();
-    for (k, v) in params {
-        encode_pair(&mut pairs, k.as_bytes(), v.as_bytes());
-    }
-    encode_stream(&mut out, RecordType::Params, 1, &pairs);
-    encode_stream_end(&mut out, RecordType::Params, 1);
-    out
-}
-
 /// Sends a request whose body arrives in `pieces` with a pause between them; returns STDOUT.
 async fn send(addr: &str, params: &[(&str, &str)], pieces: &[&[u8]], pause: Duration) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(&begin(params)).await.unwrap();
+    let mut head = BytesMut::new();
+    client::encode_begin(&mut head, 1, false);
+    client::encode_params(
+        &mut head,
+        1,
+        params.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+    );
+    stream.write_all(&head).await.unwrap();
     for piece in pieces {
         tokio::time::sleep(pause).await;
         let mut out = BytesMut::new();
-        encode_stream(&mut out, RecordType::Stdin, 1, piece);
+        client::encode_stdin(&mut out, 1, piece);
         stream.write_all(&out).await.unwrap();
     }
     let mut end = BytesMut::new();
-    encode_stream_end(&mut end, RecordType::Stdin, 1);
+    client::encode_stdin_end(&mut end, 1);
     stream.write_all(&end).await.unwrap();
     let mut buf = BytesMut::new();
     let mut stdout = Vec::new();
     loop {
-        while let Some(record) = Record::parse(&mut buf).unwrap() {
-            match record.record_type {
-                RecordType::Stdout => stdout.extend_from_slice(&record.content),
-                RecordType::EndRequest => return String::from_utf8_lossy(&stdout).into_owned(),
+        while let Some((_, record)) = client::parse_response(&mut buf).unwrap() {
+            match record {
+                ResponseRecord::Stdout(data) => stdout.extend_from_slice(&data),
+                ResponseRecord::End(_) => return String::from_utf8_lossy(&stdout).into_owned(),
                 _ => {}
             }
         }

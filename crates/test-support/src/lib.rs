@@ -1,9 +1,18 @@
-//! Shared by the end-to-end tests: an in-process FastCGI server with a small Rust handler, a raw
-//! FastCGI client that speaks bytes, and wrappers that start real peers (nginx, cgi-fcgi).
-#![allow(dead_code)]
+//! Shared by the end-to-end tests (`tests/`) and the crates' own tests, as h2 keeps `h2-support`:
+//! an in-process FastCGI server with a small Rust handler ([`TestServer`]), a blocking FastCGI
+//! client that speaks raw records ([`Client`], on `fastcgi::client`), real peers that nobody here
+//! wrote ([`peers`]: nginx, `cgi-fcgi`), the real `wfcgi` binary as a child process ([`wfcgi`]),
+//! scratch directories, and child processes ([`process`]: signals, exits, `/proc`).
 
 pub mod peers;
+#[cfg(unix)]
+pub mod process;
+#[cfg(unix)]
 pub mod wfcgi;
+
+pub use peers::TempDir;
+#[cfg(unix)]
+pub use process::{proc_status_kib, rss_kib};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -12,7 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use fastcgi::protocol::{self, BeginRequest, EndRequest, Record, RecordType, Role};
+use fastcgi::client::{self, CgiResponse};
+use fastcgi::protocol::{EndRequest, Record, RecordType};
 use fastcgi::{Handler, ListenAddr, Listener, Request, ServeOutcome, Server, ServerConfig};
 
 /// What the test handler has seen, for assertions.
@@ -235,14 +245,25 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// STDOUT split into its CGI head and body; panics, showing STDOUT, when there is no head.
+    pub fn cgi(&self) -> CgiResponse<'_> {
+        match CgiResponse::parse(&self.stdout) {
+            Ok(Some(response)) => response,
+            other => panic!(
+                "no CGI head ({other:?}) in {:?}",
+                String::from_utf8_lossy(&self.stdout)
+            ),
+        }
+    }
+
     /// STDOUT after the CGI head.
     pub fn body(&self) -> &[u8] {
-        let at = self
-            .stdout
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("no CGI head");
-        &self.stdout[at + 4..]
+        self.cgi().body
+    }
+
+    /// The CGI status (200 when the head has no Status header).
+    pub fn status(&self) -> u16 {
+        self.cgi().status
     }
 }
 
@@ -264,7 +285,7 @@ impl Client {
         Client::over(stream)
     }
 
-    /// The records of one whole request: BEGIN, PARAMS (one record), STDIN (in 64 KiB records).
+    /// The records of one whole request: BEGIN, PARAMS, STDIN (in 64 KiB records).
     pub fn request_bytes(
         id: u16,
         keep_conn: bool,
@@ -272,23 +293,13 @@ impl Client {
         body: &[u8],
     ) -> BytesMut {
         let mut out = BytesMut::new();
-        BeginRequest {
-            role: Role::Responder,
-            flags: keep_conn as u8,
-        }
-        .encode(id, &mut out);
-        let mut p = BytesMut::new();
-        for (n, v) in params {
-            protocol::encode_pair(&mut p, n.as_bytes(), v.as_bytes());
-        }
-        protocol::encode_stream(&mut out, RecordType::Params, id, &p);
-        protocol::encode_stream_end(&mut out, RecordType::Params, id);
-        protocol::encode_stream(&mut out, RecordType::Stdin, id, body);
-        protocol::encode_stream_end(&mut out, RecordType::Stdin, id);
+        let pairs = params.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+        client::encode_request(&mut out, id, keep_conn, pairs, body);
         out
     }
 }
 
+#[cfg(unix)]
 impl Client<std::os::unix::net::UnixStream> {
     /// A client over one end of a socketpair (the IIS-style connected fd 0).
     pub fn from_unix(stream: std::os::unix::net::UnixStream) -> Self {
@@ -316,7 +327,7 @@ impl<S: Read + Write> Client<S> {
     /// Sends FCGI_ABORT_REQUEST for `id`.
     pub fn abort(&mut self, id: u16) {
         let mut abort = BytesMut::new();
-        protocol::encode_header(&mut abort, RecordType::AbortRequest, id, 0);
+        client::encode_abort(&mut abort, id);
         self.send(&abort);
     }
 
@@ -387,19 +398,4 @@ impl<S: Read + Write> Client<S> {
         let mut b = [0u8; 1];
         matches!(self.stream.read(&mut b), Ok(0) | Err(_))
     }
-}
-
-/// A `kB` field of /proc/PID/status (`"VmRSS:"`, `"VmHWM:"`).
-pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
-
-/// Resident memory of a process, in KiB.
-pub fn rss_kib(pid: u32) -> u64 {
-    proc_status_kib(pid, "VmRSS:")
 }

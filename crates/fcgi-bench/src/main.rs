@@ -1,5 +1,7 @@
-//! `wfcgi bench`: a FastCGI load generator for any FastCGI responder (wfcgi, uWSGI, flup,
-//! PHP-FPM, ...).
+//! `fcgi-bench`: a FastCGI load generator for any FastCGI responder (wfcgi, uWSGI, flup,
+//! PHP-FPM, ...). Its own binary, so that the server ships without it and it runs without
+//! Python: it links only the `fastcgi` crate, whose sans-IO client encodes the requests and
+//! decodes the responses.
 //!
 //! N connections, each a task that sends one request at a time (request id 1), keeping the
 //! connection (FCGI_KEEP_CONN) or reconnecting per request. Every response is checked (CGI
@@ -8,7 +10,7 @@
 //! as wfastcgi under IIS, keeps it). Latency is kept per request as microseconds in a `Vec<u32>`
 //! per connection, merged and sorted at the end (exact percentiles, 4 bytes a request).
 //!
-//! Modules: [`client`] (request bytes, response reading and checks), [`stats`] (counters,
+//! Modules: [`client`] (the request to send, one exchange, the checks), [`stats`] (counters,
 //! percentiles, report).
 
 mod client;
@@ -20,7 +22,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Args;
+use clap::Parser;
 
 use client::{Buffers, Expect, Outcome, RequestSpec, Target};
 use stats::{Counts, ErrorKind, Latency, Report};
@@ -31,9 +33,10 @@ const EXIT_USAGE: u8 = 2;
 /// Pause after a failed connect, so that a server that is down is not hammered in a loop.
 const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(10);
 
-#[derive(Debug, Args)]
+#[derive(Debug, Parser)]
 #[command(
-    next_help_heading = "Load options (the other options are wfcgi's own and ignored here)",
+    name = "fcgi-bench",
+    version,
     about = "Load a FastCGI server and report requests/s and latency",
     long_about = "Load a FastCGI server (wfcgi, uWSGI, flup, PHP-FPM, ...) and report requests/s \
         and latency percentiles.\n\n\
@@ -50,10 +53,10 @@ const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(10);
         Exit status: 0 when the run finished and at least one request succeeded, 1 when none \
         did, 2 for bad options.\n\n\
         Examples:\n  \
-        wfcgi bench 127.0.0.1:9000 -c 8 --duration 10s --path /hello --expect-body 'Hello, World!'\n  \
-        wfcgi bench unix:/run/php/php-fpm.sock --path /index.php \
+        fcgi-bench 127.0.0.1:9000 -c 8 --duration 10s --path /hello --expect-body 'Hello, World!'\n  \
+        fcgi-bench unix:/run/php/php-fpm.sock --path /index.php \
         --param SCRIPT_FILENAME=/var/www/index.php --json\n  \
-        wfcgi bench 127.0.0.1:9000 -c 16 --method POST --path /sha256 --body-size 1M"
+        fcgi-bench 127.0.0.1:9000 -c 16 --method POST --path /sha256 --body-size 1M"
 )]
 pub struct BenchArgs {
     /// FastCGI server: HOST:PORT or unix:/PATH
@@ -357,7 +360,8 @@ async fn progress(plan: Arc<Plan>, begin: Instant) {
 }
 
 /// Runs the benchmark and prints the report.
-pub fn main(args: &BenchArgs) -> ExitCode {
+fn main() -> ExitCode {
+    let args = &BenchArgs::parse();
     match run(args) {
         Ok(report) => {
             if args.json {
@@ -372,7 +376,7 @@ pub fn main(args: &BenchArgs) -> ExitCode {
             }
         }
         Err(message) => {
-            eprintln!("wfcgi bench: error: {message}");
+            eprintln!("fcgi-bench: error: {message}");
             ExitCode::from(EXIT_USAGE)
         }
     }
@@ -418,7 +422,7 @@ fn run(args: &BenchArgs) -> Result<Report, String> {
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(args.client_threads)
-            .thread_name("wfcgi-bench")
+            .thread_name("fcgi-bench")
             .enable_all()
             .build()
     }
@@ -597,20 +601,9 @@ mod tests {
             (addr, tx)
         });
         let args = |target: &str, extra: &[&str]| {
-            let mut argv = vec!["bench", target];
+            let mut argv = vec!["fcgi-bench", target];
             argv.extend_from_slice(extra);
-            use clap::{FromArgMatches, Parser};
-            #[derive(Parser)]
-            struct Wrap {
-                #[command(flatten)]
-                bench: BenchArgs,
-            }
-            let matches = <Wrap as clap::CommandFactory>::command()
-                .try_get_matches_from(argv)
-                .map_err(|e| e.to_string())?;
-            Wrap::from_arg_matches(&matches)
-                .map(|w| w.bench)
-                .map_err(|e| e.to_string())
+            BenchArgs::try_parse_from(argv).map_err(|e| e.to_string())
         };
         let bench = |extra: &[&str]| {
             let mut all = vec!["--warmup", "100ms"];

@@ -219,7 +219,7 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "wfcgi bench: {}, {} connection{} (keep-conn {}), {} {}{}",
+            "fcgi-bench: {}, {} connection{} (keep-conn {}), {} {}{}",
             self.target,
             self.connections,
             if self.connections == 1 { "" } else { "s" },

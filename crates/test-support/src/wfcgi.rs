@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::peers::{free_port, repo, TempDir};
-use super::{Client, Reply};
+use super::Client;
 
 /// The `wfcgi` binary of this checkout, built (debug profile) the first time it is asked for.
 pub fn wfcgi_bin() -> PathBuf {
@@ -279,8 +279,7 @@ impl Wfcgi {
     }
 
     pub fn signal(&self, signal: i32) {
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
-        assert_eq!(rc, 0, "kill({}, {signal})", self.child.id());
+        crate::process::signal(&self.child, signal);
     }
 
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
@@ -292,16 +291,10 @@ impl Wfcgi {
 
     /// Waits up to `timeout` for the process to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.try_wait() {
-                return Some(s);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if self.exited.is_none() {
+            self.exited = crate::process::wait_exit(&mut self.child, timeout);
         }
+        self.exited
     }
 
     /// Sends `signal` (SIGTERM, SIGINT) and waits for the exit (panics after 30 s).
@@ -330,25 +323,6 @@ impl Drop for Wfcgi {
             let _ = self.child.wait();
         }
     }
-}
-
-/// The CGI head of a FastCGI reply: the `Status:` code (200 when absent) and the headers.
-pub fn cgi_status(reply: &Reply) -> u16 {
-    let head_end = reply
-        .stdout
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| {
-            panic!(
-                "no CGI head in {:?}",
-                String::from_utf8_lossy(&reply.stdout)
-            )
-        });
-    let head = String::from_utf8_lossy(&reply.stdout[..head_end]);
-    head.lines()
-        .find_map(|l| l.strip_prefix("Status:"))
-        .map(|s| s.trim()[..3].parse().unwrap())
-        .unwrap_or(200)
 }
 
 /// Params of a WSGI request at the root, the way nginx with `PathParams::Wsgi` sends them.

@@ -1,13 +1,13 @@
-//! The FastCGI client side: one request's bytes, built once; reading one response record by
-//! record, checking its CGI status and body as it arrives, without keeping the body.
+//! One connection's exchanges: the request, built once; the response read record by record with
+//! `fastcgi::client`, its CGI status and body checked as they arrive, the body never kept.
 
 use std::io;
 #[cfg(unix)]
 use std::path::PathBuf;
 
-use bytes::{Buf, BytesMut};
-use fastcgi::protocol::{self, BeginRequest, EndRequest, Header, FLAG_KEEP_CONN, HEADER_LEN};
-use fastcgi::{ProtocolStatus, RecordType, Role, Stream};
+use bytes::BytesMut;
+use fastcgi::client::{self, CgiHead, ResponseRecord};
+use fastcgi::{ProtocolStatus, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -15,9 +15,6 @@ use super::stats::ErrorKind;
 
 /// The request id every request uses: one request at a time per connection.
 pub const REQUEST_ID: u16 = 1;
-
-/// A CGI head larger than this is a protocol error (servers send a few hundred bytes).
-const MAX_HEAD: usize = 64 * 1024;
 
 /// Where to connect.
 #[derive(Debug, Clone)]
@@ -121,21 +118,11 @@ impl RequestSpec {
     /// The whole request as it goes on the wire: BEGIN_REQUEST, PARAMS, STDIN (the body is
     /// `body_pattern`), each stream closed by its empty record.
     pub fn encode(&self) -> Vec<u8> {
-        let mut pairs = Vec::new();
-        for (name, value) in self.params() {
-            protocol::encode_pair(&mut pairs, name.as_bytes(), value.as_bytes());
-        }
+        let params = self.params();
         let body = body_pattern(self.body_size);
-        let mut out = Vec::with_capacity(pairs.len() + body.len() + 64 + body.len() / 8192);
-        BeginRequest {
-            role: Role::Responder,
-            flags: if self.keep_conn { FLAG_KEEP_CONN } else { 0 },
-        }
-        .encode(REQUEST_ID, &mut out);
-        protocol::encode_stream(&mut out, RecordType::Params, REQUEST_ID, &pairs);
-        protocol::encode_stream_end(&mut out, RecordType::Params, REQUEST_ID);
-        protocol::encode_stream(&mut out, RecordType::Stdin, REQUEST_ID, &body);
-        protocol::encode_stream_end(&mut out, RecordType::Stdin, REQUEST_ID);
+        let mut out = Vec::with_capacity(body.len() + body.len() / 8192 + 1024);
+        let pairs = params.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+        client::encode_request(&mut out, REQUEST_ID, self.keep_conn, pairs, &body);
         out
     }
 }
@@ -145,64 +132,6 @@ pub fn body_pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
 }
 
-/// The end of a CGI head: the index just past its blank line (`\r\n\r\n` or `\n\n`; an
-/// empty head is just the blank line).
-pub fn head_end(buf: &[u8]) -> Option<usize> {
-    if buf.starts_with(b"\n") {
-        return Some(1);
-    }
-    if buf.starts_with(b"\r\n") {
-        return Some(2);
-    }
-    let mut i = 0;
-    while let Some(pos) = buf[i..].iter().position(|&b| b == b'\n') {
-        let nl = i + pos;
-        match buf.get(nl + 1) {
-            Some(b'\n') => return Some(nl + 2),
-            Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => return Some(nl + 3),
-            _ => {}
-        }
-        i = nl + 1;
-    }
-    None
-}
-
-/// The status of a CGI head (`Status: 404 Not Found`); 200 when there is no Status header.
-/// `Err` for a Status header that does not start with a three-digit code, or a line that is
-/// not a header.
-pub fn parse_status(head: &[u8]) -> Result<u16, String> {
-    let mut status = 200;
-    for line in head.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            continue;
-        }
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or_else(|| format!("CGI head line without a colon: {:?}", lossy(line)))?;
-        if line[..colon].eq_ignore_ascii_case(b"status") {
-            let value = line[colon + 1..].trim_ascii();
-            let code = value.get(..3).filter(|c| c.iter().all(u8::is_ascii_digit));
-            let ok_end = value.get(3).is_none_or(|&b| b == b' ');
-            match code {
-                Some(code) if ok_end => {
-                    status = std::str::from_utf8(code)
-                        .ok()
-                        .and_then(|c| c.parse().ok())
-                        .unwrap_or(0);
-                }
-                _ => return Err(format!("bad CGI Status: {:?}", lossy(value))),
-            }
-        }
-    }
-    Ok(status)
-}
-
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(&b[..b.len().min(80)]).into_owned()
-}
-
 /// What to check in each response.
 #[derive(Debug, Clone)]
 pub struct Expect {
@@ -210,13 +139,11 @@ pub struct Expect {
     pub body: Option<Vec<u8>>,
 }
 
-/// One response as it arrives: the CGI head is collected (copied only when it spans records),
-/// the body is compared with the expected one piece by piece and only counted.
+/// One response as it arrives: the CGI head read by [`CgiHead`], the body compared with the
+/// expected one piece by piece and only counted.
 #[derive(Debug, Default)]
 pub struct ResponseState {
-    head: Vec<u8>,
-    in_body: bool,
-    pub status: u16,
+    head: CgiHead,
     pub body_len: u64,
     body_matches: bool,
     pub stderr_len: u64,
@@ -224,44 +151,23 @@ pub struct ResponseState {
 
 impl ResponseState {
     pub fn reset(&mut self) {
-        self.head.clear();
-        self.in_body = false;
-        self.status = 0;
+        self.head.reset();
         self.body_len = 0;
         self.body_matches = true;
         self.stderr_len = 0;
     }
 
+    /// The CGI status, once the head is in (0 before).
+    pub fn status(&self) -> u16 {
+        self.head.status().unwrap_or(0)
+    }
+
     /// One STDOUT record's content.
-    pub fn stdout(&mut self, data: &[u8], expect: &Expect) -> Result<(), String> {
-        if self.in_body {
-            self.body(data, expect);
-            return Ok(());
+    pub fn stdout(&mut self, data: &[u8], expect: &Expect) -> Result<(), client::HeadError> {
+        if let Some(body_start) = self.head.push(data)? {
+            self.body(&data[body_start..], expect);
         }
-        if self.head.is_empty() {
-            if let Some(end) = head_end(data) {
-                self.status = parse_status(&data[..end])?;
-                self.in_body = true;
-                self.body(&data[end..], expect);
-                return Ok(());
-            }
-        }
-        self.head.extend_from_slice(data);
-        match head_end(&self.head) {
-            Some(end) => {
-                let head = std::mem::take(&mut self.head);
-                self.status = parse_status(&head[..end])?;
-                self.in_body = true;
-                self.body(&head[end..], expect);
-                self.head = head;
-                self.head.clear();
-                Ok(())
-            }
-            None if self.head.len() > MAX_HEAD => {
-                Err(format!("no end of the CGI head in {MAX_HEAD} bytes"))
-            }
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     fn body(&mut self, data: &[u8], expect: &Expect) {
@@ -274,10 +180,10 @@ impl ResponseState {
 
     /// At END_REQUEST: the verdict on the whole response.
     pub fn finish(&self, expect: &Expect) -> Result<(), ErrorKind> {
-        if !self.in_body {
+        if !self.head.is_complete() {
             return Err(ErrorKind::Protocol);
         }
-        if self.status != expect.status {
+        if self.status() != expect.status {
             return Err(ErrorKind::Status);
         }
         if let Some(expected) = &expect.body {
@@ -336,32 +242,27 @@ pub async fn exchange(
         return Outcome::Closed;
     }
     loop {
-        // Every whole record in the buffer, handled in place.
-        while let Some(header) = Header::parse(&bufs.read) {
-            if header.version != protocol::VERSION_1 {
+        // Every whole record in the buffer; the content shares the buffer's memory.
+        loop {
+            let before = bufs.read.len();
+            let (id, record) = match client::parse_response(&mut bufs.read) {
+                Ok(Some(parsed)) => parsed,
+                Ok(None) => break,
+                Err(_) => return Outcome::Broken(ErrorKind::Protocol),
+            };
+            bufs.received += (before - bufs.read.len()) as u64;
+            if id != REQUEST_ID {
                 return Outcome::Broken(ErrorKind::Protocol);
             }
-            let total = header.record_len();
-            if bufs.read.len() < total {
-                bufs.read.reserve(total - bufs.read.len());
-                break;
-            }
-            let content = &bufs.read[HEADER_LEN..HEADER_LEN + header.content_length as usize];
-            if header.request_id != REQUEST_ID {
-                return Outcome::Broken(ErrorKind::Protocol);
-            }
-            match header.record_type {
-                RecordType::Stdout => {
-                    if bufs.response.stdout(content, expect).is_err() {
+            match record {
+                ResponseRecord::Stdout(content) => {
+                    if bufs.response.stdout(&content, expect).is_err() {
                         return Outcome::Broken(ErrorKind::Protocol);
                     }
                 }
-                RecordType::Stderr => bufs.response.stderr_len += content.len() as u64,
-                RecordType::EndRequest => {
-                    let complete = EndRequest::parse(content)
-                        .is_ok_and(|e| e.protocol_status == ProtocolStatus::RequestComplete);
-                    bufs.received += total as u64;
-                    bufs.read.advance(total);
+                ResponseRecord::Stderr(content) => bufs.response.stderr_len += content.len() as u64,
+                ResponseRecord::End(end) => {
+                    let complete = end.protocol_status == ProtocolStatus::RequestComplete;
                     if !complete || !bufs.read.is_empty() {
                         return Outcome::Broken(ErrorKind::Protocol);
                     }
@@ -371,10 +272,8 @@ pub async fn exchange(
                         Err(kind) => Outcome::Mismatch(kind),
                     };
                 }
-                _ => return Outcome::Broken(ErrorKind::Protocol),
+                ResponseRecord::Management(_) => return Outcome::Broken(ErrorKind::Protocol),
             }
-            bufs.received += total as u64;
-            bufs.read.advance(total);
         }
         if bufs.read.capacity() - bufs.read.len() < 16 * 1024 {
             bufs.read.reserve(64 * 1024);
@@ -390,44 +289,14 @@ pub async fn exchange(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fastcgi::protocol::BeginRequest;
+    use fastcgi::{RecordType, Role};
 
     fn expect(status: u16, body: Option<&[u8]>) -> Expect {
         Expect {
             status,
             body: body.map(<[u8]>::to_vec),
         }
-    }
-
-    #[test]
-    fn head_end_finds_the_blank_line() {
-        assert_eq!(head_end(b"Status: 200 OK\r\n\r\nbody"), Some(18));
-        assert_eq!(head_end(b"Status: 200 OK\n\nbody"), Some(16));
-        assert_eq!(head_end(b"A: b\r\nC: d\r\n\r\n"), Some(14));
-        assert_eq!(head_end(b"\r\n"), Some(2));
-        assert_eq!(head_end(b"\nx"), Some(1));
-        assert_eq!(head_end(b"\r"), None);
-        assert_eq!(head_end(b"A: b\r\n"), None);
-        assert_eq!(head_end(b"A: b\r\n\r"), None);
-        assert_eq!(head_end(b""), None);
-    }
-
-    #[test]
-    fn status_header() {
-        assert_eq!(
-            parse_status(b"Status: 200 OK\r\nContent-Type: x\r\n\r\n"),
-            Ok(200)
-        );
-        assert_eq!(
-            parse_status(b"content-type: x\r\nSTATUS:404 Not Found\r\n\r\n"),
-            Ok(404)
-        );
-        assert_eq!(parse_status(b"Status: 302\r\n\r\n"), Ok(302));
-        // No Status header: 200 (CGI).
-        assert_eq!(parse_status(b"Content-Type: text/plain\r\n\r\n"), Ok(200));
-        assert_eq!(parse_status(b"\r\n"), Ok(200));
-        assert!(parse_status(b"Status: OK\r\n\r\n").is_err());
-        assert!(parse_status(b"Status: 2000\r\n\r\n").is_err());
-        assert!(parse_status(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
     }
 
     #[test]
@@ -441,8 +310,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.finish(&e), Ok(()));
-        assert_eq!((r.status, r.body_len), (200, 13));
-        assert!(r.head.is_empty(), "no copy when the head is in one record");
+        assert_eq!((r.status(), r.body_len), (200, 13));
     }
 
     #[test]
@@ -502,7 +370,7 @@ mod tests {
         r.reset();
         assert!(r.stdout(b"garbage\r\n\r\n", &e).is_err());
         r.reset();
-        assert!(r.stdout(&vec![b'x'; MAX_HEAD + 1], &e).is_err());
+        assert!(r.stdout(&vec![b'x'; client::MAX_HEAD_LEN + 1], &e).is_err());
     }
 
     #[test]

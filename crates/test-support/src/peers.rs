@@ -10,9 +10,12 @@ use std::time::{Duration, Instant};
 pub const SETUP_HINT: &str =
     "run scripts/setup-test-env (it installs nginx, libfcgi-bin and the test virtualenvs)";
 
-/// The repository root.
+/// The repository root (this crate is `crates/test-support` in it).
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the repository root")
 }
 
 /// A port nothing listens on right now.
