@@ -76,6 +76,8 @@ fn iis_process(
         let _ = app;
         if close_std_handles {
             // No console at all: fds 1 and 2 closed, not even /dev/null.
+            // SAFETY: the closure runs in the forked child before exec and only calls close(),
+            // which is async-signal-safe.
             unsafe {
                 cmd.pre_exec(|| {
                     libc::close(1);

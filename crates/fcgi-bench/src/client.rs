@@ -14,18 +14,18 @@ use tokio::net::TcpStream;
 use super::stats::ErrorKind;
 
 /// The request id every request uses: one request at a time per connection.
-pub const REQUEST_ID: u16 = 1;
+pub(crate) const REQUEST_ID: u16 = 1;
 
 /// Where to connect.
 #[derive(Debug, Clone)]
-pub enum Target {
+pub(crate) enum Target {
     Tcp(std::net::SocketAddr),
     #[cfg(unix)]
     Unix(PathBuf),
 }
 
 impl Target {
-    pub async fn connect(&self) -> io::Result<Stream> {
+    pub(crate) async fn connect(&self) -> io::Result<Stream> {
         match self {
             Target::Tcp(addr) => {
                 let s = TcpStream::connect(addr).await?;
@@ -40,7 +40,7 @@ impl Target {
 
 /// What to send.
 #[derive(Debug, Clone)]
-pub struct RequestSpec {
+pub(crate) struct RequestSpec {
     pub method: String,
     pub path: String,
     pub query: String,
@@ -52,7 +52,7 @@ pub struct RequestSpec {
 }
 
 impl RequestSpec {
-    pub fn uri(&self) -> String {
+    pub(crate) fn uri(&self) -> String {
         if self.query.is_empty() {
             self.path.clone()
         } else {
@@ -62,7 +62,7 @@ impl RequestSpec {
 
     /// The params a web server sends for this request (nginx's fastcgi_params, WSGI at the
     /// root: SCRIPT_NAME empty, PATH_INFO the path), then the extra ones.
-    pub fn params(&self) -> Vec<(String, String)> {
+    pub(crate) fn params(&self) -> Vec<(String, String)> {
         let has_body = self.body_size > 0 || self.method != "GET";
         let mut params: Vec<(String, String)> = [
             ("GATEWAY_INTERFACE", "CGI/1.1".to_string()),
@@ -117,7 +117,7 @@ impl RequestSpec {
 
     /// The whole request as it goes on the wire: BEGIN_REQUEST, PARAMS, STDIN (the body is
     /// `body_pattern`), each stream closed by its empty record.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let params = self.params();
         let body = body_pattern(self.body_size);
         let mut out = Vec::with_capacity(body.len() + body.len() / 8192 + 1024);
@@ -128,13 +128,13 @@ impl RequestSpec {
 }
 
 /// The request body: byte i is `i % 251` (the test app's pattern, so a reader can recompute it).
-pub fn body_pattern(len: usize) -> Vec<u8> {
+pub(crate) fn body_pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
 }
 
 /// What to check in each response.
 #[derive(Debug, Clone)]
-pub struct Expect {
+pub(crate) struct Expect {
     pub status: u16,
     pub body: Option<Vec<u8>>,
 }
@@ -142,7 +142,7 @@ pub struct Expect {
 /// One response as it arrives: the CGI head read by [`CgiHead`], the body compared with the
 /// expected one piece by piece and only counted.
 #[derive(Debug, Default)]
-pub struct ResponseState {
+pub(crate) struct ResponseState {
     head: CgiHead,
     pub body_len: u64,
     body_matches: bool,
@@ -150,7 +150,7 @@ pub struct ResponseState {
 }
 
 impl ResponseState {
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.head.reset();
         self.body_len = 0;
         self.body_matches = true;
@@ -158,12 +158,12 @@ impl ResponseState {
     }
 
     /// The CGI status, once the head is in (0 before).
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         self.head.status().unwrap_or(0)
     }
 
     /// One STDOUT record's content.
-    pub fn stdout(&mut self, data: &[u8], expect: &Expect) -> Result<(), client::HeadError> {
+    pub(crate) fn stdout(&mut self, data: &[u8], expect: &Expect) -> Result<(), client::HeadError> {
         if let Some(body_start) = self.head.push(data)? {
             self.body(&data[body_start..], expect);
         }
@@ -179,7 +179,7 @@ impl ResponseState {
     }
 
     /// At END_REQUEST: the verdict on the whole response.
-    pub fn finish(&self, expect: &Expect) -> Result<(), ErrorKind> {
+    pub(crate) fn finish(&self, expect: &Expect) -> Result<(), ErrorKind> {
         if !self.head.is_complete() {
             return Err(ErrorKind::Protocol);
         }
@@ -197,7 +197,7 @@ impl ResponseState {
 
 /// How one exchange went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// A whole response, as expected.
     Ok,
     /// A whole response that did not pass a check (`Status` or `Body`): the connection can
@@ -212,14 +212,14 @@ pub enum Outcome {
 }
 
 /// Per-connection buffers, reused across requests.
-pub struct Buffers {
+pub(crate) struct Buffers {
     pub read: BytesMut,
     pub response: ResponseState,
     pub received: u64,
 }
 
 impl Buffers {
-    pub fn new() -> Buffers {
+    pub(crate) fn new() -> Buffers {
         Buffers {
             read: BytesMut::with_capacity(128 * 1024),
             response: ResponseState::default(),
@@ -229,7 +229,7 @@ impl Buffers {
 }
 
 /// Sends `request` and reads records until END_REQUEST.
-pub async fn exchange(
+pub(crate) async fn exchange(
     stream: &mut Stream,
     request: &[u8],
     bufs: &mut Buffers,

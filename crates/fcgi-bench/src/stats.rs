@@ -5,7 +5,7 @@ use std::time::Duration;
 
 /// Why a request did not count as a success. Each is counted apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
+pub(crate) enum ErrorKind {
     /// The connection could not be made (refused, unreachable, connect timed out).
     Connect,
     /// Read or write failed, or the server closed the connection before END_REQUEST.
@@ -22,7 +22,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 6] = [
+    pub(crate) const ALL: [ErrorKind; 6] = [
         ErrorKind::Connect,
         ErrorKind::Io,
         ErrorKind::Protocol,
@@ -31,7 +31,7 @@ impl ErrorKind {
         ErrorKind::Timeout,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             ErrorKind::Connect => "connect",
             ErrorKind::Io => "io",
@@ -42,14 +42,14 @@ impl ErrorKind {
         }
     }
 
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }
 
 /// One connection task's counters over the measured window.
 #[derive(Debug, Default, Clone)]
-pub struct Counts {
+pub(crate) struct Counts {
     pub ok: u64,
     pub errors: [u64; 6],
     pub bytes_sent: u64,
@@ -61,7 +61,7 @@ pub struct Counts {
 }
 
 impl Counts {
-    pub fn add(&mut self, other: &Counts) {
+    pub(crate) fn add(&mut self, other: &Counts) {
         self.ok += other.ok;
         for (a, b) in self.errors.iter_mut().zip(other.errors) {
             *a += b;
@@ -72,17 +72,17 @@ impl Counts {
         self.server_closed += other.server_closed;
     }
 
-    pub fn error_total(&self) -> u64 {
+    pub(crate) fn error_total(&self) -> u64 {
         self.errors.iter().sum()
     }
 
-    pub fn requests(&self) -> u64 {
+    pub(crate) fn requests(&self) -> u64 {
         self.ok + self.error_total()
     }
 }
 
 /// The nearest-rank percentile `p` (0 < p <= 100) of `sorted` (ascending); `None` if empty.
-pub fn percentile(sorted: &[u32], p: f64) -> Option<u32> {
+pub(crate) fn percentile(sorted: &[u32], p: f64) -> Option<u32> {
     if sorted.is_empty() {
         return None;
     }
@@ -92,7 +92,7 @@ pub fn percentile(sorted: &[u32], p: f64) -> Option<u32> {
 
 /// Latency summary in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Latency {
+pub(crate) struct Latency {
     pub count: usize,
     pub p50: u32,
     pub p90: u32,
@@ -103,7 +103,7 @@ pub struct Latency {
 
 impl Latency {
     /// Sorts `samples` in place and summarises them.
-    pub fn from_samples(samples: &mut [u32]) -> Latency {
+    pub(crate) fn from_samples(samples: &mut [u32]) -> Latency {
         samples.sort_unstable();
         let sum: u64 = samples.iter().map(|&v| u64::from(v)).sum();
         let at = |p| percentile(samples, p).unwrap_or(0);
@@ -124,7 +124,7 @@ impl Latency {
 
 /// Everything a run reports.
 #[derive(Debug, Clone)]
-pub struct Report {
+pub(crate) struct Report {
     pub target: String,
     pub connections: usize,
     pub keep_conn: bool,
@@ -146,11 +146,11 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn rps(&self) -> f64 {
+    pub(crate) fn rps(&self) -> f64 {
         per_sec(self.counts.ok, self.elapsed)
     }
 
-    pub fn cpu_percent(&self) -> f64 {
+    pub(crate) fn cpu_percent(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
         if secs > 0.0 {
             (self.cpu_user + self.cpu_sys).as_secs_f64() / secs * 100.0
@@ -159,7 +159,7 @@ impl Report {
         }
     }
 
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         let c = &self.counts;
         let l = &self.latency;
         let mut out = String::with_capacity(1024);
@@ -213,7 +213,7 @@ impl Report {
         out
     }
 
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         let c = &self.counts;
         let l = &self.latency;
         let mut out = String::new();
@@ -305,7 +305,7 @@ fn per_sec(n: u64, elapsed: Duration) -> f64 {
 }
 
 /// A JSON string literal.
-pub fn json_str(s: &str) -> String {
+pub(crate) fn json_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for ch in s.chars() {

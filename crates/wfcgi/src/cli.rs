@@ -17,7 +17,7 @@ use crate::settings::{self, Flags};
         from web.config in the app directory (under IIS: the first request's \
         APPL_PHYSICAL_PATH). `wfcgi serve` listens on addresses of its own."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
@@ -64,13 +64,13 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Listen on TCP addresses or Unix sockets and serve (nginx, Apache mod_proxy_fcgi).
     Serve(ServeArgs),
 }
 
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<String>,
     #[arg(long, value_name = "MODE")]
@@ -78,7 +78,7 @@ pub struct ServeArgs {
 }
 
 /// The clap command with every flag's help taken from `settings::SPECS`.
-pub fn command() -> clap::Command {
+pub(crate) fn command() -> clap::Command {
     let mut cmd = Cli::command().after_long_help(settings_help());
     for spec in settings::SPECS {
         let Some(flag) = spec.flag else { continue };
@@ -122,13 +122,13 @@ fn settings_help() -> String {
 
 impl Cli {
     /// Parses the process arguments; on a usage error prints clap's message and exits 2.
-    pub fn parse_args() -> Cli {
+    pub(crate) fn parse_args() -> Cli {
         let matches = command().get_matches();
         Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
     }
 
     /// The values given on the command line, by setting name.
-    pub fn flags(&self) -> Flags {
+    pub(crate) fn flags(&self) -> Flags {
         let mut flags = Flags::default();
         let one = |v: &Option<String>| v.iter().cloned().collect::<Vec<_>>();
         let switch = |on: bool| {

@@ -25,16 +25,16 @@ use tracing::{error, info};
 
 /// Requests held while the bridge starts. IIS sends one request per process at a time; a
 /// listening socket inherited from mod_fcgid may bring a burst. Past this, 503.
-pub const MAX_PENDING: usize = 256;
+pub(crate) const MAX_PENDING: usize = 256;
 
 /// How soon after a retryable failure a request may try starting again: often enough that a
 /// fixed web.config is picked up at once, rarely enough that a broken one does not cost a
 /// web.config parse per request.
-pub const RETRY_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const RETRY_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Why the bridge did not start.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StartFailure {
+pub(crate) struct StartFailure {
     pub message: String,
     /// Whether starting again in this process can succeed.
     pub retryable: bool,
@@ -44,7 +44,7 @@ pub struct StartFailure {
 
 /// What to do with a request.
 #[derive(Debug)]
-pub enum Admit<H, R> {
+pub(crate) enum Admit<H, R> {
     /// The bridge runs: hand the request to it.
     Forward(Arc<H>, R),
     /// Queued; this request begins a start-up: the caller starts it.
@@ -57,7 +57,7 @@ pub enum Admit<H, R> {
 
 /// Why a request is answered without the bridge.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rejection {
+pub(crate) enum Rejection {
     /// Too many requests waiting for start-up: 503.
     Busy,
     /// Start-up failed: 500.
@@ -66,7 +66,7 @@ pub enum Rejection {
 
 /// What a finished start-up leaves to do.
 #[derive(Debug)]
-pub enum Started<H, R> {
+pub(crate) enum Started<H, R> {
     Ready(Arc<H>, Vec<R>),
     Failed(Arc<StartFailure>, Vec<R>),
 }
@@ -84,14 +84,14 @@ enum State<H, R> {
 }
 
 /// The lazy start-up state machine.
-pub struct LazyCore<H, R> {
+pub(crate) struct LazyCore<H, R> {
     state: Mutex<State<H, R>>,
     max_pending: usize,
     retry_interval: Duration,
 }
 
 impl<H, R> LazyCore<H, R> {
-    pub fn new(max_pending: usize, retry_interval: Duration) -> Self {
+    pub(crate) fn new(max_pending: usize, retry_interval: Duration) -> Self {
         LazyCore {
             state: Mutex::new(State::Idle),
             max_pending,
@@ -104,7 +104,7 @@ impl<H, R> LazyCore<H, R> {
     }
 
     /// Decides what happens to a request arriving at `now`.
-    pub fn admit(&self, request: R, now: Instant) -> Admit<H, R> {
+    pub(crate) fn admit(&self, request: R, now: Instant) -> Admit<H, R> {
         let mut state = self.lock();
         match &mut *state {
             State::Ready(handler) => Admit::Forward(handler.clone(), request),
@@ -134,7 +134,7 @@ impl<H, R> LazyCore<H, R> {
     }
 
     /// Records the outcome of a start-up and returns the requests that waited for it.
-    pub fn finish(&self, result: Result<H, StartFailure>, now: Instant) -> Started<H, R> {
+    pub(crate) fn finish(&self, result: Result<H, StartFailure>, now: Instant) -> Started<H, R> {
         let mut state = self.lock();
         let pending = match std::mem::replace(&mut *state, State::Idle) {
             State::Starting { pending } => pending.into_iter().collect(),
@@ -159,7 +159,7 @@ impl<H, R> LazyCore<H, R> {
     }
 
     /// The running handler, if start-up succeeded.
-    pub fn handler(&self) -> Option<Arc<H>> {
+    pub(crate) fn handler(&self) -> Option<Arc<H>> {
         match &*self.lock() {
             State::Ready(handler) => Some(handler.clone()),
             _ => None,
@@ -168,7 +168,7 @@ impl<H, R> LazyCore<H, R> {
 }
 
 /// Starts the real handler; runs on a dedicated thread.
-pub trait Starter: Send + Sync + 'static {
+pub(crate) trait Starter: Send + Sync + 'static {
     type Handler: fastcgi::Handler;
 
     /// `appl_physical_path`: the `APPL_PHYSICAL_PATH` param of the request that triggered the
@@ -177,7 +177,7 @@ pub trait Starter: Send + Sync + 'static {
 }
 
 /// The server's handler in stdin mode.
-pub struct LazyBridge<S: Starter> {
+pub(crate) struct LazyBridge<S: Starter> {
     core: Arc<LazyCore<S::Handler, fastcgi::Request>>,
     starter: Arc<S>,
     runtime: tokio::runtime::Handle,
@@ -185,7 +185,7 @@ pub struct LazyBridge<S: Starter> {
 
 impl<S: Starter> LazyBridge<S> {
     /// Must be called inside the Tokio runtime that runs the server.
-    pub fn new(starter: S) -> Self {
+    pub(crate) fn new(starter: S) -> Self {
         LazyBridge {
             core: Arc::new(LazyCore::new(MAX_PENDING, RETRY_INTERVAL)),
             starter: Arc::new(starter),
@@ -194,7 +194,7 @@ impl<S: Starter> LazyBridge<S> {
     }
 
     /// The started handler, for shutdown.
-    pub fn started(&self) -> Option<Arc<S::Handler>> {
+    pub(crate) fn started(&self) -> Option<Arc<S::Handler>> {
         self.core.handler()
     }
 
@@ -289,7 +289,7 @@ fn path_from_param(bytes: &[u8]) -> PathBuf {
 }
 
 /// The CGI response for a rejected request.
-pub fn rejection_response(why: &Rejection) -> Vec<u8> {
+pub(crate) fn rejection_response(why: &Rejection) -> Vec<u8> {
     let (status, body) = match why {
         Rejection::Busy => (
             "503 Service Unavailable",

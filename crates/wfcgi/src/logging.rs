@@ -29,7 +29,7 @@ const DEFAULT_LEVEL: &str = "info";
 
 /// The handle `main` keeps to reconfigure logging once web.config is read.
 #[derive(Clone)]
-pub struct Logging {
+pub(crate) struct Logging {
     filter: reload::Handle<EnvFilter, Registry>,
     file: FileSink,
     stderr_usable: bool,
@@ -38,7 +38,7 @@ pub struct Logging {
 impl Logging {
     /// Installs the global subscriber. `level` is `--log-level` / `WFCGI_LOG_LEVEL` when known
     /// (already validated by `settings`); otherwise `RUST_LOG`, else `info`.
-    pub fn init(level: Option<&str>) -> Logging {
+    pub(crate) fn init(level: Option<&str>) -> Logging {
         let stderr_usable = stderr_is_usable();
         let (filter, handle) = reload::Layer::new(filter_for(level));
         let file = FileSink::default();
@@ -64,7 +64,7 @@ impl Logging {
     }
 
     /// Replaces the filter (web.config's `WFCGI_LOG_LEVEL`, read after start-up).
-    pub fn set_level(&self, level: Option<&str>) {
+    pub(crate) fn set_level(&self, level: Option<&str>) {
         if let Err(e) = self.filter.reload(filter_for(level)) {
             tracing::warn!("cannot change the log level: {e}");
         }
@@ -72,21 +72,21 @@ impl Logging {
 
     /// Opens `path` for appending (creating it and its folder) and writes the lines held so
     /// far. On failure the lines stay held and the error is returned, naming the file.
-    pub fn set_file(&self, path: &Path) -> Result<(), String> {
+    pub(crate) fn set_file(&self, path: &Path) -> Result<(), String> {
         self.file.open(path)
     }
 
     /// No file was configured: stop holding lines.
-    pub fn discard_pending(&self) {
+    pub(crate) fn discard_pending(&self) {
         self.file.discard_pending();
     }
 
     /// Whether anything written now can be read by someone: a usable stderr or an open file.
-    pub fn has_reader(&self) -> bool {
+    pub(crate) fn has_reader(&self) -> bool {
         self.stderr_usable || self.file.is_open()
     }
 
-    pub fn file_path(&self) -> Option<PathBuf> {
+    pub(crate) fn file_path(&self) -> Option<PathBuf> {
         self.file.path()
     }
 }
@@ -110,7 +110,7 @@ fn filter_for(level: Option<&str>) -> EnvFilter {
 
 /// Whether fd 2 / the standard error handle exists. A process started by IIS has none; writing
 /// to a closed fd is harmless (std swallows EBADF on stderr) but formatting for nobody is waste.
-pub fn stderr_is_usable() -> bool {
+pub(crate) fn stderr_is_usable() -> bool {
     #[cfg(unix)]
     {
         // SAFETY: F_GETFD on a file descriptor number only reads the descriptor table.
@@ -131,7 +131,7 @@ pub fn stderr_is_usable() -> bool {
 
 /// Writes a line to the log file at `path` without the subscriber: for errors before (or
 /// instead of) logging being set up. Best effort: failures are ignored, there is nowhere else.
-pub fn append_line(path: &Path, line: &str) {
+pub(crate) fn append_line(path: &Path, line: &str) {
     if let Ok(mut file) = open_append(path) {
         let _ = writeln!(file, "{} ERROR wfcgi: {line}", timestamp());
     }

@@ -18,43 +18,43 @@ use crate::webconfig::WebConfig;
 use wsgi::config::{BridgeConfig, HandlerSetting, SettingSource, VenvSetting};
 
 // Setting names, as wfastcgi spelled them (its own) or as wfcgi adds them (WFCGI_*).
-pub const WSGI_HANDLER: &str = "WSGI_HANDLER";
-pub const PYTHONPATH: &str = "PYTHONPATH";
-pub const WSGI_LOG: &str = "WSGI_LOG";
-pub const WSGI_RESTART_FILE_REGEX: &str = "WSGI_RESTART_FILE_REGEX";
-pub const SCRIPT_NAME: &str = "SCRIPT_NAME";
-pub const ALLOW_PATH_INFO: &str = "AllowPathInfoForScriptMappings";
-pub const WSGI_PTVSD_SECRET: &str = "WSGI_PTVSD_SECRET";
-pub const WSGI_PTVSD_ADDRESS: &str = "WSGI_PTVSD_ADDRESS";
-pub const APPINSIGHTS: &str = "APPINSIGHTS_INSTRUMENTATIONKEY";
-pub const ALT_HANDLER: &str = "WSGI_ALT_VIRTUALENV_HANDLER";
-pub const ALT_ACTIVATE_THIS: &str = "WSGI_ALT_VIRTUALENV_ACTIVATE_THIS";
-pub const WFCGI_APP_DIR: &str = "WFCGI_APP_DIR";
-pub const WFCGI_VENV: &str = "WFCGI_VENV";
-pub const WFCGI_THREADS: &str = "WFCGI_THREADS";
-pub const WFCGI_QUEUE_LEN: &str = "WFCGI_QUEUE_LEN";
-pub const WFCGI_DEBUG: &str = "WFCGI_DEBUG";
-pub const WFCGI_MULTIPROCESS: &str = "WFCGI_MULTIPROCESS";
-pub const WFCGI_MAX_BODY_BYTES: &str = "WFCGI_MAX_BODY_BYTES";
-pub const WFCGI_SPOOL_THRESHOLD_BYTES: &str = "WFCGI_SPOOL_THRESHOLD_BYTES";
-pub const WFCGI_SHUTDOWN_GRACE_SECS: &str = "WFCGI_SHUTDOWN_GRACE_SECS";
-pub const WFCGI_LOG_LEVEL: &str = "WFCGI_LOG_LEVEL";
-pub const WFCGI_LISTEN: &str = "WFCGI_LISTEN";
-pub const WFCGI_SOCKET_MODE: &str = "WFCGI_SOCKET_MODE";
-pub const WFCGI_MAX_CONNECTIONS: &str = "WFCGI_MAX_CONNECTIONS";
-pub const WFCGI_MAX_REQUESTS_PER_CONNECTION: &str = "WFCGI_MAX_REQUESTS_PER_CONNECTION";
-pub const WFCGI_MAX_PARAMS_BYTES: &str = "WFCGI_MAX_PARAMS_BYTES";
-pub const WFCGI_PARAMS_TIMEOUT_SECS: &str = "WFCGI_PARAMS_TIMEOUT_SECS";
-pub const WFCGI_IDLE_TIMEOUT_SECS: &str = "WFCGI_IDLE_TIMEOUT_SECS";
+pub(crate) const WSGI_HANDLER: &str = "WSGI_HANDLER";
+pub(crate) const PYTHONPATH: &str = "PYTHONPATH";
+pub(crate) const WSGI_LOG: &str = "WSGI_LOG";
+pub(crate) const WSGI_RESTART_FILE_REGEX: &str = "WSGI_RESTART_FILE_REGEX";
+pub(crate) const SCRIPT_NAME: &str = "SCRIPT_NAME";
+pub(crate) const ALLOW_PATH_INFO: &str = "AllowPathInfoForScriptMappings";
+pub(crate) const WSGI_PTVSD_SECRET: &str = "WSGI_PTVSD_SECRET";
+pub(crate) const WSGI_PTVSD_ADDRESS: &str = "WSGI_PTVSD_ADDRESS";
+pub(crate) const APPINSIGHTS: &str = "APPINSIGHTS_INSTRUMENTATIONKEY";
+pub(crate) const ALT_HANDLER: &str = "WSGI_ALT_VIRTUALENV_HANDLER";
+pub(crate) const ALT_ACTIVATE_THIS: &str = "WSGI_ALT_VIRTUALENV_ACTIVATE_THIS";
+pub(crate) const WFCGI_APP_DIR: &str = "WFCGI_APP_DIR";
+pub(crate) const WFCGI_VENV: &str = "WFCGI_VENV";
+pub(crate) const WFCGI_THREADS: &str = "WFCGI_THREADS";
+pub(crate) const WFCGI_QUEUE_LEN: &str = "WFCGI_QUEUE_LEN";
+pub(crate) const WFCGI_DEBUG: &str = "WFCGI_DEBUG";
+pub(crate) const WFCGI_MULTIPROCESS: &str = "WFCGI_MULTIPROCESS";
+pub(crate) const WFCGI_MAX_BODY_BYTES: &str = "WFCGI_MAX_BODY_BYTES";
+pub(crate) const WFCGI_SPOOL_THRESHOLD_BYTES: &str = "WFCGI_SPOOL_THRESHOLD_BYTES";
+pub(crate) const WFCGI_SHUTDOWN_GRACE_SECS: &str = "WFCGI_SHUTDOWN_GRACE_SECS";
+pub(crate) const WFCGI_LOG_LEVEL: &str = "WFCGI_LOG_LEVEL";
+pub(crate) const WFCGI_LISTEN: &str = "WFCGI_LISTEN";
+pub(crate) const WFCGI_SOCKET_MODE: &str = "WFCGI_SOCKET_MODE";
+pub(crate) const WFCGI_MAX_CONNECTIONS: &str = "WFCGI_MAX_CONNECTIONS";
+pub(crate) const WFCGI_MAX_REQUESTS_PER_CONNECTION: &str = "WFCGI_MAX_REQUESTS_PER_CONNECTION";
+pub(crate) const WFCGI_MAX_PARAMS_BYTES: &str = "WFCGI_MAX_PARAMS_BYTES";
+pub(crate) const WFCGI_PARAMS_TIMEOUT_SECS: &str = "WFCGI_PARAMS_TIMEOUT_SECS";
+pub(crate) const WFCGI_IDLE_TIMEOUT_SECS: &str = "WFCGI_IDLE_TIMEOUT_SECS";
 /// libfcgi's name: the peers allowed to connect over TCP.
-pub const FCGI_WEB_SERVER_ADDRS: &str = "FCGI_WEB_SERVER_ADDRS";
+pub(crate) const FCGI_WEB_SERVER_ADDRS: &str = "FCGI_WEB_SERVER_ADDRS";
 
 /// wfastcgi's default for `WSGI_RESTART_FILE_REGEX`.
-pub const DEFAULT_RESTART_FILE_REGEX: &str = r".*((\.py)|(\.config))$";
+pub(crate) const DEFAULT_RESTART_FILE_REGEX: &str = r".*((\.py)|(\.config))$";
 
 /// The address `wfcgi serve` listens on when none is given: loopback only, so that a first run
 /// exposes nothing.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
 
 /// The most Python threads accepted: far beyond what the GIL lets run usefully at once, low
 /// enough to catch a typo (`80000`).
@@ -62,7 +62,7 @@ const MAX_THREADS: usize = 1024;
 
 /// One setting: its names and the line `--help` and docs/configuration.md show for it.
 #[derive(Debug)]
-pub struct Spec {
+pub(crate) struct Spec {
     /// Environment variable / web.config appSetting name.
     pub name: &'static str,
     /// Long flag (`--threads`), when there is one.
@@ -72,7 +72,7 @@ pub struct Spec {
 }
 
 /// Every setting, in the order `--help` lists them.
-pub const SPECS: &[Spec] = &[
+pub(crate) const SPECS: &[Spec] = &[
     Spec { name: WSGI_HANDLER, flag: Some("--handler"), default: "the built-in demo app",
         help: "the WSGI app, as a dotted path (myapp.app, django.core.wsgi.get_wsgi_application()) or module:attr" },
     Spec { name: WFCGI_APP_DIR, flag: Some("--app-dir"), default: "APPL_PHYSICAL_PATH of the first request (stdin mode), else the current directory",
@@ -134,7 +134,7 @@ pub const SPECS: &[Spec] = &[
 ];
 
 /// The spec of a setting name; every name used in this module has one.
-pub fn spec(name: &str) -> &'static Spec {
+pub(crate) fn spec(name: &str) -> &'static Spec {
     SPECS
         .iter()
         .find(|s| s.name == name)
@@ -143,7 +143,7 @@ pub fn spec(name: &str) -> &'static Spec {
 
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// A command-line flag (its long name with dashes).
     Flag(&'static str),
     WebConfig {
@@ -155,7 +155,7 @@ pub enum Origin {
 
 /// A raw value and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Value {
+pub(crate) struct Value {
     /// The setting name (`WFCGI_THREADS`), also for a value given as a flag.
     pub name: &'static str,
     pub text: String,
@@ -165,7 +165,7 @@ pub struct Value {
 impl Value {
     /// `--threads "abc" (command line)`, `WFCGI_THREADS "abc" (web.config x line 7)`,
     /// `WFCGI_THREADS "abc" (environment variable)`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match &self.origin {
             Origin::Flag(flag) => format!("{flag} \"{}\" (command line)", self.text),
             Origin::WebConfig { path, line } => format!(
@@ -216,7 +216,7 @@ impl Value {
 
 /// Why the settings cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SettingsError {
+pub(crate) enum SettingsError {
     /// A value that does not parse or is out of range.
     Invalid {
         value: String,
@@ -244,13 +244,13 @@ impl std::error::Error for SettingsError {}
 
 /// Values given on the command line, by setting name. Built by `cli`.
 #[derive(Debug, Clone, Default)]
-pub struct Flags {
+pub(crate) struct Flags {
     values: Vec<(&'static str, Vec<String>)>,
 }
 
 impl Flags {
     /// Records a flag's value(s) for a setting. A boolean flag given is recorded as "true".
-    pub fn set(&mut self, name: &'static str, values: Vec<String>) {
+    pub(crate) fn set(&mut self, name: &'static str, values: Vec<String>) {
         debug_assert!(spec(name).flag.is_some(), "{name} has no flag");
         if !values.is_empty() {
             self.values.push((name, values));
@@ -267,14 +267,14 @@ impl Flags {
 
 /// A snapshot of the inherited environment, taken before appSettings are copied into it.
 #[derive(Debug, Clone, Default)]
-pub struct Environment {
+pub(crate) struct Environment {
     vars: Vec<(String, String)>,
 }
 
 impl Environment {
     /// The process environment now. Names or values that are not Unicode are kept lossily:
     /// wfcgi's own settings are all Unicode text.
-    pub fn capture() -> Self {
+    pub(crate) fn capture() -> Self {
         Environment {
             vars: std::env::vars_os()
                 .map(|(k, v)| {
@@ -288,7 +288,7 @@ impl Environment {
     }
 
     #[cfg(test)]
-    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+    pub(crate) fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         Environment {
             vars: pairs
                 .into_iter()
@@ -298,7 +298,7 @@ impl Environment {
     }
 
     /// Exact name; on Windows, where environment names are case-insensitive, any case.
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         let found = self.vars.iter().find(|(k, _)| k == name).or_else(|| {
             if cfg!(windows) {
                 self.vars.iter().find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -311,7 +311,7 @@ impl Environment {
 }
 
 /// The inputs of a resolution.
-pub struct Sources<'a> {
+pub(crate) struct Sources<'a> {
     pub flags: &'a Flags,
     pub web_config: Option<&'a WebConfig>,
     pub env: &'a Environment,
@@ -319,7 +319,7 @@ pub struct Sources<'a> {
 
 impl Sources<'_> {
     /// The value of a setting by precedence: flag, web.config (any case), environment.
-    pub fn lookup(&self, name: &'static str) -> Option<Value> {
+    pub(crate) fn lookup(&self, name: &'static str) -> Option<Value> {
         if let Some(values) = self.flags.get(name) {
             let flag = spec(name)
                 .flag
@@ -371,7 +371,7 @@ impl Sources<'_> {
 
 /// Everything resolved.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub bridge: BridgeConfig,
     /// The FastCGI server's limits (its shutdown grace and advertised capacity are filled in
     /// from `bridge` when the server starts).
@@ -394,7 +394,7 @@ pub struct Settings {
 /// The app directory before web.config is read: flag, `WFCGI_APP_DIR`, else `fallback` (the
 /// first request's APPL_PHYSICAL_PATH in stdin mode, or the current directory). web.config
 /// cannot set it: it lives there.
-pub fn app_dir(
+pub(crate) fn app_dir(
     flags: &Flags,
     env: &Environment,
     cwd: &Path,
@@ -430,7 +430,11 @@ pub fn app_dir(
 
 /// Resolves every setting. `cwd` anchors relative paths given as flags; `app_dir` anchors
 /// relative paths from web.config or the environment.
-pub fn resolve(sources: &Sources, app_dir: &Path, cwd: &Path) -> Result<Settings, SettingsError> {
+pub(crate) fn resolve(
+    sources: &Sources,
+    app_dir: &Path,
+    cwd: &Path,
+) -> Result<Settings, SettingsError> {
     let mut warnings = Vec::new();
     let mut notes = Vec::new();
     if let Some(config) = sources.web_config {
@@ -762,7 +766,7 @@ pub fn resolve(sources: &Sources, app_dir: &Path, cwd: &Path) -> Result<Settings
 /// bridge's start-up thread calls it while the runtime's workers are parked waiting for that
 /// start-up (Rust's own environment access is serialised by std's lock; no wfcgi thread calls
 /// a libc function that reads the environment then).
-pub fn apply_environment(settings: &Settings) {
+pub(crate) fn apply_environment(settings: &Settings) {
     for (key, value) in &settings.environment {
         // Keys and values were checked in webconfig (no '=', no NUL, not empty), so this
         // cannot panic.
@@ -780,7 +784,7 @@ fn origin_text(origin: &Origin) -> String {
 
 /// A tracing filter. EnvFilter reads a bare word as a target name (`loud` = "everything from
 /// target loud"), so a typo of a level would silently log nothing: a bare word must be a level.
-pub fn check_log_filter(text: &str) -> Result<(), String> {
+pub(crate) fn check_log_filter(text: &str) -> Result<(), String> {
     const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
     if text.is_empty() {
         return Err("empty".to_string());
@@ -798,7 +802,7 @@ pub fn check_log_filter(text: &str) -> Result<(), String> {
 
 /// `ptvs_virtualenv_proxy.get_virtualenv_handler()` or `...get_venv_handler()`, with or
 /// without the call parentheses.
-pub fn is_virtualenv_proxy(handler: &str) -> bool {
+pub(crate) fn is_virtualenv_proxy(handler: &str) -> bool {
     let Some(function) = handler.trim().strip_prefix("ptvs_virtualenv_proxy.") else {
         return false;
     };
@@ -808,7 +812,7 @@ pub fn is_virtualenv_proxy(handler: &str) -> bool {
 
 /// wfastcgi's `%NAME%` expansion (`%(\w+?)%`): an unset name expands to nothing (and is
 /// returned so that it can be warned about); a `%` not followed by `NAME%` stays as it is.
-pub fn expand_variables(
+pub(crate) fn expand_variables(
     text: &str,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> (String, Vec<String>) {
@@ -840,7 +844,7 @@ pub fn expand_variables(
 /// Splits a PYTHONPATH value into entries, dropping empty ones. wfastcgi split on `;` only
 /// (a Windows path has `:` after its drive letter); on Unix `:` also separates, as in the
 /// PYTHONPATH every Unix user knows.
-pub fn split_python_path(text: &str) -> Vec<String> {
+pub(crate) fn split_python_path(text: &str) -> Vec<String> {
     let separators: &[char] = if cfg!(windows) { &[';'] } else { &[';', ':'] };
     text.split(separators)
         .map(str::trim)

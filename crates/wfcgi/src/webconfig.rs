@@ -25,7 +25,7 @@ const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// One `<add key=".." value=".."/>` that survived `<clear/>` and `<remove/>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppSetting {
+pub(crate) struct AppSetting {
     pub key: String,
     pub value: String,
     /// 1-based line of the `<add>` element, for error messages.
@@ -34,7 +34,7 @@ pub struct AppSetting {
 
 /// A parsed web.config: its path and its effective appSettings in document order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WebConfig {
+pub(crate) struct WebConfig {
     pub path: PathBuf,
     pub app_settings: Vec<AppSetting>,
     /// Things accepted but not acted on (`configSource=`, `<location>` blocks), to be logged.
@@ -43,7 +43,7 @@ pub struct WebConfig {
 
 impl WebConfig {
     /// The setting of this key, compared case-insensitively.
-    pub fn get(&self, key: &str) -> Option<&AppSetting> {
+    pub(crate) fn get(&self, key: &str) -> Option<&AppSetting> {
         self.app_settings
             .iter()
             .find(|s| s.key.eq_ignore_ascii_case(key))
@@ -53,7 +53,7 @@ impl WebConfig {
 /// Why a web.config could not be used. Its `Display` names the file and, when the problem is in
 /// the text, the line and column.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebConfigError {
+pub(crate) struct WebConfigError {
     pub path: PathBuf,
     /// 1-based line and column, when the problem has a place in the text.
     pub position: Option<(u32, u32)>,
@@ -77,7 +77,7 @@ impl fmt::Display for WebConfigError {
 impl std::error::Error for WebConfigError {}
 
 /// The web.config in `dir`, if there is one: `web.config` exactly, else any case of it.
-pub fn find(dir: &Path) -> Option<PathBuf> {
+pub(crate) fn find(dir: &Path) -> Option<PathBuf> {
     let exact = dir.join(FILE_NAME);
     if exact.is_file() {
         return Some(exact);
@@ -96,7 +96,7 @@ pub fn find(dir: &Path) -> Option<PathBuf> {
 }
 
 /// Reads and parses the file at `path`.
-pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
+pub(crate) fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
     let error = |message: String| WebConfigError {
         path: path.to_path_buf(),
         position: None,
@@ -114,7 +114,7 @@ pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
 }
 
 /// Parses web.config bytes; `path` is only used in messages.
-pub fn parse(path: &Path, bytes: &[u8]) -> Result<WebConfig, WebConfigError> {
+pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<WebConfig, WebConfigError> {
     let text = decode(path, bytes)?;
     let error_at = |position: Option<(u32, u32)>, message: String| WebConfigError {
         path: path.to_path_buf(),

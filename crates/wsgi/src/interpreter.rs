@@ -278,9 +278,10 @@ mod pyconfig {
         let mut config = unsafe { config.assume_init() };
         config.install_signal_handlers = 0;
         let status = set_executable(&mut config, executable);
-        // SAFETY: config was initialised by PyConfig_InitPythonConfig; after a failed setter it
-        // is still valid for PyConfig_Clear.
+        // SAFETY: PyStatus_Exception only reads the status value it is given.
         if unsafe { ffi::PyStatus_Exception(status) } != 0 {
+            // SAFETY: config was initialised by PyConfig_InitPythonConfig; after a failed setter
+            // it is still valid for PyConfig_Clear.
             unsafe { ffi::PyConfig_Clear(&mut config) };
             return Err(status_message(status, "setting PyConfig.executable failed"));
         }

@@ -10,14 +10,14 @@ use pyo3::prelude::*;
 use crate::{Bridge, BridgeConfig, HandlerSetting, SettingSource};
 use fastcgi::{Body, Params, Response};
 
-pub fn fixtures() -> PathBuf {
+pub(crate) fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join("fixtures")
 }
 
 /// Runs `f` attached to the interpreter, starting it first if needed.
-pub fn python<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
+pub(crate) fn python<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
     static START: Once = Once::new();
     START.call_once(|| {
         crate::interpreter::initialize(None).expect("the interpreter starts");
@@ -32,7 +32,7 @@ pub fn python<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
 }
 
 /// A bridge serving `handler` from the fixtures folder (one thread; tests call `dispatch`).
-pub fn bridge(handler: Option<&str>, tweak: impl FnOnce(&mut BridgeConfig)) -> Bridge {
+pub(crate) fn bridge(handler: Option<&str>, tweak: impl FnOnce(&mut BridgeConfig)) -> Bridge {
     python(|_| ());
     let mut config = BridgeConfig::new(fixtures());
     config.threads = 1;
@@ -45,21 +45,21 @@ pub fn bridge(handler: Option<&str>, tweak: impl FnOnce(&mut BridgeConfig)) -> B
 }
 
 /// The bytes a request produced on FCGI_STDOUT, and its END_REQUEST app status.
-pub struct Output {
+pub(crate) struct Output {
     pub stdout: Vec<u8>,
     pub app_status: Option<u32>,
 }
 
 impl Output {
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
 
-    pub fn status_line(&self) -> String {
+    pub(crate) fn status_line(&self) -> String {
         self.text().lines().next().unwrap_or_default().to_owned()
     }
 
-    pub fn body(&self) -> String {
+    pub(crate) fn body(&self) -> String {
         let text = self.text();
         text.split_once("\r\n\r\n")
             .map(|(_, b)| b.to_owned())
@@ -68,7 +68,7 @@ impl Output {
 }
 
 /// Runs one request through `bridge` on this thread.
-pub fn request(bridge: &Bridge, params: &[(&str, &str)], body: &[u8]) -> Output {
+pub(crate) fn request(bridge: &Bridge, params: &[(&str, &str)], body: &[u8]) -> Output {
     let params = Params::from_pairs(params.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
     let (response, mut capture) = Response::for_test(1);
     python(|py| {
