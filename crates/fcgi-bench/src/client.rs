@@ -68,7 +68,7 @@ impl RequestSpec {
             ("GATEWAY_INTERFACE", "CGI/1.1".to_string()),
             (
                 "SERVER_SOFTWARE",
-                concat!("wfcgi-bench/", env!("CARGO_PKG_VERSION")).to_string(),
+                concat!("fcgi-bench/", env!("CARGO_PKG_VERSION")).to_string(),
             ),
             ("SERVER_PROTOCOL", "HTTP/1.1".to_string()),
             ("SERVER_NAME", "localhost".to_string()),
@@ -100,7 +100,7 @@ impl RequestSpec {
                 },
             ),
             ("HTTP_HOST", "localhost".to_string()),
-            ("HTTP_USER_AGENT", "wfcgi-bench".to_string()),
+            ("HTTP_USER_AGENT", "fcgi-bench".to_string()),
             ("HTTP_ACCEPT", "*/*".to_string()),
         ]
         .into_iter()
