@@ -36,7 +36,7 @@ use tracing::{error, info, warn};
 use crate::cli::{Cli, Command};
 use crate::lazy::{LazyBridge, StartFailure, Starter};
 use crate::logging::Logging;
-use crate::settings::{Environment, Flags, Settings, Sources};
+use crate::settings::{Environment, Flags, Intended, Settings};
 use crate::webconfig::WebConfig;
 
 /// Exit status for a problem at start-up (bad settings, bind failure, venv refused), like a
@@ -55,8 +55,7 @@ fn runtime_threads() -> usize {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_args();
-    let flags = cli.flags();
+    let Cli { command, flags } = Cli::parse_args();
     // Taken before anything changes the environment: it tells an inherited variable from an
     // appSetting copied in later.
     let env = Environment::capture();
@@ -64,8 +63,8 @@ fn main() -> ExitCode {
         Ok(cwd) => cwd,
         Err(e) => return startup_failure(&format!("cannot read the current directory: {e}"), None),
     };
-    match cli.command {
-        Some(Command::Serve(_)) => serve(&flags, &env, &cwd),
+    match command {
+        Some(Command::Serve) => serve(&flags, &env, &cwd),
         None => serve_stdin(flags, env, cwd),
     }
 }
@@ -90,50 +89,6 @@ fn startup_failure(message: &str, log: Option<(&Logging, Option<&Path>)>) -> Exi
         None => eprintln!("wfcgi: error: {message}"),
     }
     ExitCode::from(EXIT_STARTUP)
-}
-
-/// Reads web.config in `app_dir` (if there is one) and resolves every setting.
-fn load_settings(
-    flags: &Flags,
-    env: &Environment,
-    app_dir: &Path,
-    cwd: &Path,
-) -> Result<(Settings, Option<WebConfig>), String> {
-    let web_config = match webconfig::find(app_dir) {
-        Some(path) => {
-            Some(webconfig::load(&path).map_err(|e| format!("cannot use web.config: {e}"))?)
-        }
-        None => None,
-    };
-    let sources = Sources {
-        flags,
-        web_config: web_config.as_ref(),
-        env,
-    };
-    let settings = settings::resolve(&sources, app_dir, cwd).map_err(|e| e.to_string())?;
-    Ok((settings, web_config))
-}
-
-/// The log file the user meant, for reporting a settings error that stopped resolution itself.
-fn intended_log_file(
-    flags: &Flags,
-    env: &Environment,
-    app_dir: &Path,
-    cwd: &Path,
-) -> Option<PathBuf> {
-    let web_config = webconfig::find(app_dir).and_then(|p| webconfig::load(&p).ok());
-    let sources = Sources {
-        flags,
-        web_config: web_config.as_ref(),
-        env,
-    };
-    let value = sources
-        .lookup(settings::WSGI_LOG)
-        .filter(|v| !v.text.is_empty())?;
-    Some(match value.origin {
-        settings::Origin::Flag(_) => cwd.join(&value.text),
-        _ => app_dir.join(&value.text),
-    })
 }
 
 /// Logs what resolution found worth saying, and points logging at the configured file.
@@ -175,16 +130,6 @@ fn report_settings(
     Ok(())
 }
 
-fn server_config(settings: &Settings) -> fastcgi::ServerConfig {
-    fastcgi::ServerConfig {
-        shutdown_grace: settings.bridge.shutdown_grace,
-        // Requests the bridge can hold: running plus queued. Web servers that ask (GET_VALUES)
-        // then do not send more than the pool would refuse.
-        advertised_max_requests: Some(settings.bridge.threads + settings.bridge.queue_len),
-        ..settings.server.clone()
-    }
-}
-
 /// The I/O runtime, or the start-up failure that says why there is none.
 fn build_runtime(logging: &Logging) -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread()
@@ -206,10 +151,10 @@ fn serve(flags: &Flags, env: &Environment, cwd: &Path) -> ExitCode {
         Ok(dir) => dir,
         Err(e) => return startup_failure(&e.to_string(), None),
     };
-    let (settings, web_config) = match load_settings(flags, env, &app_dir, cwd) {
+    let (settings, web_config) = match settings::load(flags, env, &app_dir, cwd) {
         Ok(loaded) => loaded,
         Err(message) => {
-            let file = intended_log_file(flags, env, &app_dir, cwd);
+            let file = Intended::read(flags, env, Some(&app_dir), cwd).log_file;
             return startup_failure(&message, Some((&Logging::init(None), file.as_deref())));
         }
     };
@@ -220,28 +165,11 @@ fn serve(flags: &Flags, env: &Environment, cwd: &Path) -> ExitCode {
         return startup_failure(&message, Some((&logging, None)));
     }
 
-    let listen: Vec<String> = match &settings.listen {
-        Some((addrs, _)) => addrs.clone(),
-        None => {
-            info!(
-                "no --listen given: listening on {}",
-                settings::DEFAULT_LISTEN
-            );
-            vec![settings::DEFAULT_LISTEN.to_string()]
-        }
-    };
-    let mut addrs = Vec::new();
-    for text in &listen {
-        match text.parse::<fastcgi::ListenAddr>() {
-            Ok(addr) => addrs.push(addr),
-            Err(e) => {
-                let origin = settings
-                    .listen
-                    .as_ref()
-                    .map_or("--listen".to_string(), |(_, v)| v.describe());
-                return startup_failure(&format!("{e} (from {origin})"), Some((&logging, None)));
-            }
-        }
+    if settings.listen_is_default() {
+        info!(
+            "no --listen given: listening on {} (loopback only)",
+            settings::default_value(settings::WFCGI_LISTEN)
+        );
     }
 
     let runtime = match build_runtime(&logging) {
@@ -253,7 +181,7 @@ fn serve(flags: &Flags, env: &Environment, cwd: &Path) -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         let mut listeners = Vec::new();
-        for addr in &addrs {
+        for addr in &settings.listen {
             match fastcgi::Listener::bind(addr, bind_options).await {
                 Ok(listener) => {
                     info!("listening on {}", listener.local_addr());
@@ -269,7 +197,7 @@ fn serve(flags: &Flags, env: &Environment, cwd: &Path) -> ExitCode {
             .map_err(|e| e.to_string())?;
         let bridge = Arc::new(bridge);
         let handler: Arc<dyn fastcgi::Handler> = bridge.clone();
-        let server = fastcgi::Server::new(server_config(&settings), handler);
+        let server = fastcgi::Server::new(settings.server_config(), handler);
         let outcome = server
             .serve(listeners, shutdown_signal())
             .await
@@ -380,26 +308,9 @@ impl Signals {
 fn serve_stdin(flags: Flags, env: Environment, cwd: PathBuf) -> ExitCode {
     // Logging from what is known before web.config: flags and the environment. A log file
     // named there is opened now, so that even a web.config that cannot be read is reported.
-    let early = Sources {
-        flags: &flags,
-        web_config: None,
-        env: &env,
-    };
-    let early_level = early
-        .lookup(settings::WFCGI_LOG_LEVEL)
-        .map(|v| v.text)
-        .filter(|text| settings::check_log_filter(text).is_ok());
+    let (early_level, early_file) = settings::early_logging(&flags, &env, &cwd);
     let logging = Logging::init(early_level.as_deref());
-    if let Some(value) = early
-        .lookup(settings::WSGI_LOG)
-        .filter(|v| !v.text.is_empty())
-    {
-        // Relative to the app directory once known; until then to the current directory.
-        let app_dir = settings::app_dir(&flags, &env, &cwd, None).unwrap_or_else(|_| cwd.clone());
-        let path = match value.origin {
-            settings::Origin::Flag(_) => cwd.join(&value.text),
-            _ => app_dir.join(&value.text),
-        };
+    if let Some(path) = early_file {
         if let Err(message) = logging.set_file(&path) {
             return startup_failure(&message, Some((&logging, None)));
         }
@@ -453,26 +364,6 @@ struct BridgeStarter {
     logging: Logging,
 }
 
-impl BridgeStarter {
-    /// `WFCGI_DEBUG` read on its own, for a failure that stopped resolution itself.
-    fn debug_responses(&self, app_dir: Option<&Path>) -> bool {
-        let web_config = app_dir
-            .and_then(webconfig::find)
-            .and_then(|p| webconfig::load(&p).ok());
-        let sources = Sources {
-            flags: &self.flags,
-            web_config: web_config.as_ref(),
-            env: &self.env,
-        };
-        sources.lookup(settings::WFCGI_DEBUG).is_some_and(|v| {
-            matches!(
-                v.text.trim().to_ascii_lowercase().as_str(),
-                "1" | "true" | "yes" | "on"
-            )
-        })
-    }
-}
-
 impl Starter for BridgeStarter {
     type Handler = wsgi::Bridge;
 
@@ -481,7 +372,8 @@ impl Starter for BridgeStarter {
             message,
             // Nothing of Python has started: fixing the settings and retrying works.
             retryable: true,
-            debug_responses: self.debug_responses(app_dir),
+            debug_responses: Intended::read(&self.flags, &self.env, app_dir, &self.cwd)
+                .debug_responses,
         };
         let app_dir = settings::app_dir(
             &self.flags,
@@ -490,12 +382,12 @@ impl Starter for BridgeStarter {
             appl_physical_path.as_deref(),
         )
         .map_err(|e| settings_failure(e.to_string(), None))?;
-        let (settings, web_config) = load_settings(&self.flags, &self.env, &app_dir, &self.cwd)
+        let (settings, web_config) = settings::load(&self.flags, &self.env, &app_dir, &self.cwd)
             .map_err(|message| {
                 if self.logging.file_path().is_none() {
-                    if let Some(file) =
-                        intended_log_file(&self.flags, &self.env, &app_dir, &self.cwd)
-                    {
+                    let intended =
+                        Intended::read(&self.flags, &self.env, Some(&app_dir), &self.cwd);
+                    if let Some(file) = intended.log_file {
                         let _ = self.logging.set_file(&file);
                     }
                 }

@@ -2,6 +2,10 @@
 //! `BridgeConfig` handed to the bridge plus what the binary itself needs (listen addresses,
 //! logging).
 //!
+//! - [`table`]: the settings table, one entry per setting; everything else is derived from it.
+//! - [`apply`]: how each value takes effect, and the parsers.
+//! - [`reference`]: the table in docs/configuration.md, generated and checked.
+//!
 //! Precedence, highest first: a command-line flag, a web.config appSetting, the inherited
 //! environment, the default. wfastcgi copied every appSetting into the process environment, so
 //! an appSetting has always overridden an inherited variable; flags are new and win over both.
@@ -10,136 +14,20 @@
 //! the value, where it came from (the command line, a web.config file and line, or the
 //! environment) and what to write instead.
 
+mod apply;
+mod reference;
+pub(crate) mod table;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use crate::webconfig::WebConfig;
+use crate::webconfig::{self, WebConfig};
 use wsgi::config::{BridgeConfig, HandlerSetting, SettingSource, VenvSetting};
 
-// Setting names, as wfastcgi spelled them (its own) or as wfcgi adds them (WFCGI_*).
-pub(crate) const WSGI_HANDLER: &str = "WSGI_HANDLER";
-pub(crate) const PYTHONPATH: &str = "PYTHONPATH";
-pub(crate) const WSGI_LOG: &str = "WSGI_LOG";
-pub(crate) const WSGI_RESTART_FILE_REGEX: &str = "WSGI_RESTART_FILE_REGEX";
-pub(crate) const SCRIPT_NAME: &str = "SCRIPT_NAME";
-pub(crate) const ALLOW_PATH_INFO: &str = "AllowPathInfoForScriptMappings";
-pub(crate) const WSGI_PTVSD_SECRET: &str = "WSGI_PTVSD_SECRET";
-pub(crate) const WSGI_PTVSD_ADDRESS: &str = "WSGI_PTVSD_ADDRESS";
-pub(crate) const APPINSIGHTS: &str = "APPINSIGHTS_INSTRUMENTATIONKEY";
-pub(crate) const ALT_HANDLER: &str = "WSGI_ALT_VIRTUALENV_HANDLER";
-pub(crate) const ALT_ACTIVATE_THIS: &str = "WSGI_ALT_VIRTUALENV_ACTIVATE_THIS";
-pub(crate) const WFCGI_APP_DIR: &str = "WFCGI_APP_DIR";
-pub(crate) const WFCGI_VENV: &str = "WFCGI_VENV";
-pub(crate) const WFCGI_THREADS: &str = "WFCGI_THREADS";
-pub(crate) const WFCGI_QUEUE_LEN: &str = "WFCGI_QUEUE_LEN";
-pub(crate) const WFCGI_DEBUG: &str = "WFCGI_DEBUG";
-pub(crate) const WFCGI_MULTIPROCESS: &str = "WFCGI_MULTIPROCESS";
-pub(crate) const WFCGI_MAX_BODY_BYTES: &str = "WFCGI_MAX_BODY_BYTES";
-pub(crate) const WFCGI_SPOOL_THRESHOLD_BYTES: &str = "WFCGI_SPOOL_THRESHOLD_BYTES";
-pub(crate) const WFCGI_SHUTDOWN_GRACE_SECS: &str = "WFCGI_SHUTDOWN_GRACE_SECS";
-pub(crate) const WFCGI_LOG_LEVEL: &str = "WFCGI_LOG_LEVEL";
-pub(crate) const WFCGI_LISTEN: &str = "WFCGI_LISTEN";
-pub(crate) const WFCGI_SOCKET_MODE: &str = "WFCGI_SOCKET_MODE";
-pub(crate) const WFCGI_MAX_CONNECTIONS: &str = "WFCGI_MAX_CONNECTIONS";
-pub(crate) const WFCGI_MAX_REQUESTS_PER_CONNECTION: &str = "WFCGI_MAX_REQUESTS_PER_CONNECTION";
-pub(crate) const WFCGI_MAX_PARAMS_BYTES: &str = "WFCGI_MAX_PARAMS_BYTES";
-pub(crate) const WFCGI_PARAMS_TIMEOUT_SECS: &str = "WFCGI_PARAMS_TIMEOUT_SECS";
-pub(crate) const WFCGI_IDLE_TIMEOUT_SECS: &str = "WFCGI_IDLE_TIMEOUT_SECS";
-/// libfcgi's name: the peers allowed to connect over TCP.
-pub(crate) const FCGI_WEB_SERVER_ADDRS: &str = "FCGI_WEB_SERVER_ADDRS";
-
-/// wfastcgi's default for `WSGI_RESTART_FILE_REGEX`.
-pub(crate) const DEFAULT_RESTART_FILE_REGEX: &str = r".*((\.py)|(\.config))$";
-
-/// The address `wfcgi serve` listens on when none is given: loopback only, so that a first run
-/// exposes nothing.
-pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
-
-/// The most Python threads accepted: far beyond what the GIL lets run usefully at once, low
-/// enough to catch a typo (`80000`).
-const MAX_THREADS: usize = 1024;
-
-/// One setting: its names and the line `--help` and docs/configuration.md show for it.
-#[derive(Debug)]
-pub(crate) struct Spec {
-    /// Environment variable / web.config appSetting name.
-    pub name: &'static str,
-    /// Long flag (`--threads`), when there is one.
-    pub flag: Option<&'static str>,
-    pub default: &'static str,
-    pub help: &'static str,
-}
-
-/// Every setting, in the order `--help` lists them.
-pub(crate) const SPECS: &[Spec] = &[
-    Spec { name: WSGI_HANDLER, flag: Some("--handler"), default: "the built-in demo app",
-        help: "the WSGI app, as a dotted path (myapp.app, django.core.wsgi.get_wsgi_application()) or module:attr" },
-    Spec { name: WFCGI_APP_DIR, flag: Some("--app-dir"), default: "APPL_PHYSICAL_PATH of the first request (stdin mode), else the current directory",
-        help: "the app directory: web.config is read there, the process chdirs there, and it is sys.path[0]" },
-    Spec { name: WFCGI_VENV, flag: Some("--venv"), default: "none (the interpreter wfcgi was built with)",
-        help: "the virtualenv: its folder, its python executable, or an old virtualenv's activate_this.py" },
-    Spec { name: PYTHONPATH, flag: Some("--python-path"), default: "none",
-        help: "extra sys.path entries, appended: %VAR% expanded, separated by ';' (and ':' on Unix), relative entries taken from the app directory" },
-    Spec { name: WFCGI_THREADS, flag: Some("--threads"), default: "8",
-        help: "Python worker threads (1-1024)" },
-    Spec { name: WFCGI_QUEUE_LEN, flag: Some("--queue-len"), default: "1024",
-        help: "requests waiting for a free Python thread before new ones get 503" },
-    Spec { name: WFCGI_DEBUG, flag: Some("--debug-responses"), default: "false",
-        help: "show tracebacks and start-up errors in responses (never in production: visitors see them)" },
-    Spec { name: WFCGI_MULTIPROCESS, flag: Some("--multiprocess"), default: "false",
-        help: "tell the app (wsgi.multiprocess) that several processes serve it (mod_fcgid, a process manager); requests from IIS always say so" },
-    Spec { name: WFCGI_MAX_BODY_BYTES, flag: Some("--max-body-bytes"), default: "none (no limit)",
-        help: "request bodies larger than this get 413; bytes, or with K/M/G (binary) suffix, or 'none'" },
-    Spec { name: WFCGI_SPOOL_THRESHOLD_BYTES, flag: Some("--spool-threshold-bytes"), default: "1M",
-        help: "request bodies larger than this are spooled to a temporary file as they arrive" },
-    Spec { name: WFCGI_SHUTDOWN_GRACE_SECS, flag: Some("--shutdown-grace-secs"), default: "30",
-        help: "on shutdown, seconds to let running requests finish" },
-    Spec { name: SCRIPT_NAME, flag: Some("--script-name"), default: "none",
-        help: "mount prefix: moved from PATH_INFO to SCRIPT_NAME when PATH_INFO starts with it (case-insensitive)" },
-    Spec { name: ALLOW_PATH_INFO, flag: Some("--allow-path-info-for-script-mappings"), default: "false",
-        help: "keep the SCRIPT_NAME IIS sends (set when IIS's allowPathInfo is on); present = on, unless 0/false/no/off" },
-    Spec { name: WSGI_LOG, flag: Some("--log-file"), default: "none (stderr only)",
-        help: "append log lines (UTF-8) to this file; under IIS the only place start-up errors can be read" },
-    Spec { name: WFCGI_LOG_LEVEL, flag: Some("--log-level"), default: "RUST_LOG, else info",
-        help: "error, warn, info, debug, trace, or a filter such as info,python.stdout=off" },
-    Spec { name: WFCGI_LISTEN, flag: Some("--listen"), default: "127.0.0.1:9000 (serve only)",
-        help: "address to listen on (HOST:PORT, [IPv6]:PORT or unix:/path), repeatable; in the setting, separated by ','" },
-    Spec { name: WFCGI_SOCKET_MODE, flag: Some("--socket-mode"), default: "the umask's",
-        help: "permissions of Unix socket files created by --listen, in octal (0660)" },
-    Spec { name: WFCGI_MAX_CONNECTIONS, flag: Some("--max-connections"), default: "1024",
-        help: "FastCGI connections open at once; more wait in the listen backlog" },
-    Spec { name: WFCGI_MAX_REQUESTS_PER_CONNECTION, flag: Some("--max-requests-per-connection"), default: "64",
-        help: "requests in progress on one multiplexed connection; one more is refused with FCGI_OVERLOADED" },
-    Spec { name: WFCGI_MAX_PARAMS_BYTES, flag: Some("--max-params-bytes"), default: "256K",
-        help: "bytes of FastCGI params (CGI variables and headers) one request may send; more is refused with FCGI_OVERLOADED" },
-    Spec { name: WFCGI_PARAMS_TIMEOUT_SECS, flag: Some("--params-timeout-secs"), default: "30",
-        help: "seconds a request's params may take to arrive before its connection is closed" },
-    Spec { name: WFCGI_IDLE_TIMEOUT_SECS, flag: Some("--idle-timeout-secs"), default: "300",
-        help: "seconds a connection with no request in progress stays open (0: for ever); never applied to the connection inherited on fd 0" },
-    Spec { name: FCGI_WEB_SERVER_ADDRS, flag: None, default: "none (any peer)",
-        help: "comma-separated IP addresses allowed to connect over TCP (libfcgi's variable); others are refused and logged" },
-    Spec { name: WSGI_RESTART_FILE_REGEX, flag: None, default: DEFAULT_RESTART_FILE_REGEX,
-        help: "validated, but file watching is not implemented yet: recycle the app pool to restart" },
-    Spec { name: ALT_HANDLER, flag: None, default: "none",
-        help: "the real handler when WSGI_HANDLER is ptvs_virtualenv_proxy.get_virtualenv_handler() or get_venv_handler()" },
-    Spec { name: ALT_ACTIVATE_THIS, flag: None, default: "none",
-        help: "with the ptvs_virtualenv_proxy handler: the venv's activate_this.py or python.exe (used as --venv)" },
-    Spec { name: WSGI_PTVSD_SECRET, flag: None, default: "none",
-        help: "obsolete (ptvsd remote debugging): ignored with a warning; debugpy support is planned" },
-    Spec { name: WSGI_PTVSD_ADDRESS, flag: None, default: "none",
-        help: "obsolete (ptvsd remote debugging): ignored with a warning; debugpy support is planned" },
-    Spec { name: APPINSIGHTS, flag: None, default: "none",
-        help: "deprecated Application Insights wrapper: ignored with a warning" },
-];
-
-/// The spec of a setting name; every name used in this module has one.
-pub(crate) fn spec(name: &str) -> &'static Spec {
-    SPECS
-        .iter()
-        .find(|s| s.name == name)
-        .unwrap_or_else(|| panic!("no Spec for setting {name}"))
-}
+pub(crate) use apply::check_log_filter;
+#[cfg(test)]
+use apply::{expand_variables, split_python_path};
+pub(crate) use table::*;
 
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +39,21 @@ pub(crate) enum Origin {
         line: u32,
     },
     Environment,
+    /// Nothing set it: the table's default value.
+    Default,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag(flag) => write!(f, "flag {flag}"),
+            Origin::WebConfig { path, line } => {
+                write!(f, "web.config {} line {line}", path.display())
+            }
+            Origin::Environment => f.write_str("environment variable"),
+            Origin::Default => f.write_str("default"),
+        }
+    }
 }
 
 /// A raw value and where it came from.
@@ -177,6 +80,7 @@ impl Value {
             Origin::Environment => {
                 format!("{} \"{}\" (environment variable)", self.name, self.text)
             }
+            Origin::Default => format!("{} \"{}\" (default)", self.name, self.text),
         }
     }
 
@@ -192,6 +96,7 @@ impl Value {
             Origin::Environment => {
                 SettingSource::Setting(format!("{} (environment variable)", self.name))
             }
+            Origin::Default => SettingSource::Default,
         }
     }
 
@@ -249,9 +154,9 @@ pub(crate) struct Flags {
 }
 
 impl Flags {
-    /// Records a flag's value(s) for a setting. A boolean flag given is recorded as "true".
+    /// Records a flag's value(s) for a setting. A switch given is recorded as "true".
     pub(crate) fn set(&mut self, name: &'static str, values: Vec<String>) {
-        debug_assert!(spec(name).flag.is_some(), "{name} has no flag");
+        debug_assert!(setting(name).flag.is_some(), "{name} has no flag");
         if !values.is_empty() {
             self.values.push((name, values));
         }
@@ -321,13 +226,13 @@ impl Sources<'_> {
     /// The value of a setting by precedence: flag, web.config (any case), environment.
     pub(crate) fn lookup(&self, name: &'static str) -> Option<Value> {
         if let Some(values) = self.flags.get(name) {
-            let flag = spec(name)
+            let flag = setting(name)
                 .flag
                 .expect("only settings with flags are recorded");
             return Some(Value {
                 name,
                 text: values.join(","),
-                origin: Origin::Flag(flag),
+                origin: Origin::Flag(flag.long),
             });
         }
         if let Some(config) = self.web_config {
@@ -346,6 +251,18 @@ impl Sources<'_> {
             name,
             text: text.to_string(),
             origin: Origin::Environment,
+        })
+    }
+
+    /// The value by precedence, else the table's default value (if it has one).
+    fn lookup_or_default(&self, name: &'static str) -> Option<Value> {
+        self.lookup(name).or_else(|| match setting(name).default {
+            table::Default::Value(text) => Some(Value {
+                name,
+                text: text.to_string(),
+                origin: Origin::Default,
+            }),
+            table::Default::Text(_) => None,
         })
     }
 
@@ -373,11 +290,11 @@ impl Sources<'_> {
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub bridge: BridgeConfig,
-    /// The FastCGI server's limits (its shutdown grace and advertised capacity are filled in
-    /// from `bridge` when the server starts).
+    /// The FastCGI server's limits; see `server_config` for the whole server configuration.
     pub server: fastcgi::ServerConfig,
-    /// Listen addresses as written (parsed by the server), and where they came from.
-    pub listen: Option<(Vec<String>, Value)>,
+    /// Where `wfcgi serve` listens (the default unless set), and the value they came from.
+    pub listen: Vec<fastcgi::ListenAddr>,
+    pub listen_from: Option<Value>,
     pub socket_mode: Option<u32>,
     pub log_file: Option<PathBuf>,
     /// A tracing filter directive from `--log-level` / `WFCGI_LOG_LEVEL`, already validated.
@@ -389,6 +306,37 @@ pub(crate) struct Settings {
     /// To be logged once logging is up.
     pub warnings: Vec<String>,
     pub notes: Vec<String>,
+}
+
+impl Settings {
+    /// The FastCGI server's configuration: its limits, plus the shutdown grace and the
+    /// capacity it advertises, which follow from the bridge's settings.
+    pub(crate) fn server_config(&self) -> fastcgi::ServerConfig {
+        fastcgi::ServerConfig {
+            shutdown_grace: self.bridge.shutdown_grace,
+            // Requests the bridge can hold: running plus queued. Web servers that ask
+            // (GET_VALUES) then do not send more than the pool would refuse.
+            advertised_max_requests: Some(self.bridge.threads + self.bridge.queue_len),
+            ..self.server.clone()
+        }
+    }
+
+    /// Whether `wfcgi serve` listens where it does because nothing said otherwise.
+    pub(crate) fn listen_is_default(&self) -> bool {
+        self.listen_from
+            .as_ref()
+            .is_none_or(|v| v.origin == Origin::Default)
+    }
+}
+
+/// A resolution in progress: its inputs, and the settings so far. `apply` functions fill it.
+pub(crate) struct Resolution<'a> {
+    sources: &'a Sources<'a>,
+    /// Anchors relative paths given as flags.
+    cwd: &'a Path,
+    /// Anchors relative paths from web.config or the environment.
+    app_dir: &'a Path,
+    settings: Settings,
 }
 
 /// The app directory before web.config is read: flag, `WFCGI_APP_DIR`, else `fallback` (the
@@ -428,21 +376,90 @@ pub(crate) fn app_dir(
     Ok(dir)
 }
 
-/// Resolves every setting. `cwd` anchors relative paths given as flags; `app_dir` anchors
-/// relative paths from web.config or the environment.
+/// Reads web.config in `app_dir` (if there is one) and resolves every setting. The error is
+/// the one message to show.
+pub(crate) fn load(
+    flags: &Flags,
+    env: &Environment,
+    app_dir: &Path,
+    cwd: &Path,
+) -> Result<(Settings, Option<WebConfig>), String> {
+    let web_config = match webconfig::find(app_dir) {
+        Some(path) => {
+            Some(webconfig::load(&path).map_err(|e| format!("cannot use web.config: {e}"))?)
+        }
+        None => None,
+    };
+    let sources = Sources {
+        flags,
+        web_config: web_config.as_ref(),
+        env,
+    };
+    let settings = resolve(&sources, app_dir, cwd).map_err(|e| e.to_string())?;
+    Ok((settings, web_config))
+}
+
+/// Resolves every setting: the handler and venv together, then every other setting in table
+/// order, each from its value by precedence or else its default value.
 pub(crate) fn resolve(
     sources: &Sources,
     app_dir: &Path,
     cwd: &Path,
 ) -> Result<Settings, SettingsError> {
-    let mut warnings = Vec::new();
-    let mut notes = Vec::new();
-    if let Some(config) = sources.web_config {
-        warnings.extend(config.warnings.iter().cloned());
+    let mut r = Resolution {
+        sources,
+        cwd,
+        app_dir,
+        settings: Settings {
+            bridge: BridgeConfig::new(app_dir.to_path_buf()),
+            server: fastcgi::ServerConfig::default(),
+            listen: Vec::new(),
+            listen_from: None,
+            socket_mode: None,
+            log_file: None,
+            log_level: None,
+            restart_file_regex: None,
+            environment: Vec::new(),
+            warnings: sources
+                .web_config
+                .map(|c| c.warnings.clone())
+                .unwrap_or_default(),
+            notes: Vec::new(),
+        },
+    };
+    resolve_handler_and_venv(&mut r)?;
+    for setting in SETTINGS {
+        if let Apply::Each(apply) = setting.apply {
+            if let Some(value) = sources.lookup_or_default(setting.name) {
+                apply(&value, &mut r)?;
+            }
+        }
     }
-    let mut bridge = BridgeConfig::new(app_dir.to_path_buf());
 
-    // Handler, venv, and the ptvs_virtualenv_proxy mapping.
+    // Every appSetting but PYTHONPATH goes into the environment. PYTHONPATH stays out: the
+    // embedded interpreter starts after the copy and would read it itself, putting the
+    // unexpanded entries before the standard library; wfastcgi appended them to sys.path,
+    // which `python_path` does.
+    r.settings.environment = sources
+        .web_config
+        .map(|config| {
+            config
+                .app_settings
+                .iter()
+                .filter(|s| !s.key.eq_ignore_ascii_case(PYTHONPATH))
+                .map(|s| (s.key.clone(), s.value.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(r.settings)
+}
+
+/// `WSGI_HANDLER`, `WFCGI_VENV` and the ptvs_virtualenv_proxy mapping
+/// (`WSGI_ALT_VIRTUALENV_HANDLER`, `WSGI_ALT_VIRTUALENV_ACTIVATE_THIS`), which decide each
+/// other.
+fn resolve_handler_and_venv(r: &mut Resolution<'_>) -> Result<(), SettingsError> {
+    let (sources, cwd, app_dir) = (r.sources, r.cwd, r.app_dir);
+    let out = &mut r.settings;
     let handler = sources.lookup(WSGI_HANDLER);
     if let Some(value) = &handler {
         if value.text.trim().is_empty() {
@@ -462,7 +479,7 @@ pub(crate) fn resolve(
             ));
         }
     }
-    bridge.venv = venv.map(|value| VenvSetting {
+    out.bridge.venv = venv.map(|value| VenvSetting {
         path: value.path(cwd, app_dir),
         source: value.source(),
     });
@@ -485,275 +502,109 @@ pub(crate) fn resolve(
                     "set it to your app's dotted path, e.g. myapp.app",
                 ));
             }
-            notes.push(format!(
+            out.notes.push(format!(
                 "{WSGI_HANDLER} is the ptvs_virtualenv_proxy: serving {ALT_HANDLER} = {}; \
                  wfcgi runs the virtualenv itself, ptvs_virtualenv_proxy.py is not needed",
                 alt.text.trim()
             ));
-            match (&bridge.venv, alt_activate) {
+            match (&out.bridge.venv, alt_activate) {
                 (None, Some(activate)) if !activate.text.is_empty() => {
-                    bridge.venv = Some(VenvSetting {
+                    out.bridge.venv = Some(VenvSetting {
                         path: activate.path(cwd, app_dir),
                         source: activate.source(),
                     });
                 }
-                (None, _) => warnings.push(format!(
+                (None, _) => out.warnings.push(format!(
                     "{WSGI_HANDLER} is the ptvs_virtualenv_proxy but neither {ALT_ACTIVATE_THIS} \
                      nor --venv / {WFCGI_VENV} is set: running without a virtualenv"
                 )),
-                (Some(_), Some(activate)) => warnings.push(format!(
+                (Some(_), Some(activate)) => out.warnings.push(format!(
                     "{} is ignored: --venv / {WFCGI_VENV} is set",
                     activate.describe()
                 )),
                 (Some(_), None) => {}
             }
-            bridge.handler = Some(HandlerSetting {
+            out.bridge.handler = Some(HandlerSetting {
                 path: alt.text.trim().to_string(),
                 source: alt.source(),
             });
         }
         handler => {
             for value in [alt_handler, alt_activate].into_iter().flatten() {
-                warnings.push(format!(
+                out.warnings.push(format!(
                     "{} is ignored: it is used only when {WSGI_HANDLER} is \
                      ptvs_virtualenv_proxy.get_virtualenv_handler() or get_venv_handler()",
                     value.describe()
                 ));
             }
-            bridge.handler = handler.map(|value| HandlerSetting {
+            out.bridge.handler = handler.map(|value| HandlerSetting {
                 path: value.text.trim().to_string(),
                 source: value.source(),
             });
         }
     }
+    Ok(())
+}
 
-    // PYTHONPATH: only from a flag or web.config. An inherited PYTHONPATH is Python's own
-    // business (the interpreter reads it at start-up); re-adding it would list it twice.
-    if let Some(value) = sources.lookup(PYTHONPATH) {
-        if !matches!(value.origin, Origin::Environment) {
-            let (expanded, missing) = expand_variables(&value.text, |name| sources.variable(name));
-            for name in missing {
-                warnings.push(format!(
-                    "{} refers to %{name}%, which is not set: it expands to nothing",
-                    value.describe()
-                ));
-            }
-            let base = match value.origin {
-                Origin::Flag(_) => cwd,
-                _ => app_dir,
-            };
-            bridge.python_path = split_python_path(&expanded)
-                .into_iter()
-                .map(|part| base.join(part))
-                .collect();
-        }
-    }
+/// What the user meant for the settings that report a failure, read on their own when
+/// resolution itself failed (a bad value elsewhere must not hide where the error goes).
+#[derive(Debug, Default)]
+pub(crate) struct Intended {
+    pub log_file: Option<PathBuf>,
+    pub debug_responses: bool,
+}
 
-    if let Some(value) = sources.lookup(WFCGI_THREADS) {
-        bridge.threads = parse_count(&value, 1, MAX_THREADS, "Python threads", "8")?;
-    }
-    if let Some(value) = sources.lookup(WFCGI_QUEUE_LEN) {
-        bridge.queue_len = parse_count(&value, 1, 1_000_000, "queued requests", "1024")?;
-    }
-    if let Some(value) = sources.lookup(WFCGI_DEBUG) {
-        bridge.debug_responses = parse_bool(&value)?;
-        if bridge.debug_responses {
-            warnings.push(format!(
-                "{}: tracebacks and start-up errors are shown to every visitor; do not leave \
-                 this on in production",
-                value.describe()
-            ));
-        }
-    }
-    if let Some(value) = sources.lookup(WFCGI_MULTIPROCESS) {
-        bridge.multiprocess = parse_bool(&value)?;
-    }
-    if let Some(value) = sources.lookup(WFCGI_MAX_BODY_BYTES) {
-        bridge.max_body_bytes = match value.text.trim().to_ascii_lowercase().as_str() {
-            "" | "none" | "unlimited" => None,
-            _ => match parse_bytes(&value)? {
-                0 => {
-                    return Err(value.invalid(
-                        "0 would refuse every request body",
-                        "use a size such as 10M, or 'none' for no limit",
-                    ))
-                }
-                n => Some(n),
-            },
+impl Intended {
+    /// From flags, the environment and (when `app_dir` is known and its web.config parses)
+    /// web.config.
+    pub(crate) fn read(
+        flags: &Flags,
+        env: &Environment,
+        app_dir: Option<&Path>,
+        cwd: &Path,
+    ) -> Intended {
+        let web_config = app_dir
+            .and_then(webconfig::find)
+            .and_then(|p| webconfig::load(&p).ok());
+        let sources = Sources {
+            flags,
+            web_config: web_config.as_ref(),
+            env,
         };
-    }
-    if let Some(value) = sources.lookup(WFCGI_SPOOL_THRESHOLD_BYTES) {
-        let bytes = parse_bytes(&value)?;
-        bridge.spool_threshold = usize::try_from(bytes)
-            .map_err(|_| value.invalid("too large for this machine", "use a size such as 1M"))?;
-    }
-    if let Some(value) = sources.lookup(WFCGI_SHUTDOWN_GRACE_SECS) {
-        let secs = parse_count(&value, 0, 3600, "seconds", "30")?;
-        bridge.shutdown_grace = Duration::from_secs(secs as u64);
-    }
-    let mut server = fastcgi::ServerConfig::default();
-    if let Some(value) = sources.lookup(WFCGI_MAX_CONNECTIONS) {
-        server.max_connections = parse_count(&value, 1, 1_000_000, "connections", "1024")?;
-    }
-    if let Some(value) = sources.lookup(WFCGI_MAX_REQUESTS_PER_CONNECTION) {
-        server.max_requests_per_connection =
-            parse_count(&value, 1, 65_535, "requests per connection", "64")?;
-    }
-    if let Some(value) = sources.lookup(WFCGI_MAX_PARAMS_BYTES) {
-        let bytes = parse_bytes(&value)?;
-        if !(1024..=64 * 1024 * 1024).contains(&bytes) {
-            return Err(value.invalid("out of range", "use a size from 1K to 64M, e.g. 256K"));
-        }
-        server.max_params_bytes = bytes as usize;
-    }
-    if let Some(value) = sources.lookup(WFCGI_PARAMS_TIMEOUT_SECS) {
-        let secs = parse_count(&value, 1, 3600, "seconds", "30")?;
-        server.params_timeout = Duration::from_secs(secs as u64);
-    }
-    if let Some(value) = sources.lookup(WFCGI_IDLE_TIMEOUT_SECS) {
-        let secs = parse_count(&value, 0, 86_400, "seconds", "300")?;
-        server.idle_timeout = (secs > 0).then(|| Duration::from_secs(secs as u64));
-    }
-    if let Some(value) = sources.lookup(FCGI_WEB_SERVER_ADDRS) {
-        let mut allowed = Vec::new();
-        for part in value
-            .text
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
-            match part.parse::<std::net::IpAddr>() {
-                Ok(ip) => allowed.push(ip),
-                Err(_) => {
-                    return Err(value.invalid(
-                        format!("{part:?} is not an IP address"),
-                        "list IP addresses separated by commas, e.g. 127.0.0.1,::1",
-                    ))
-                }
-            }
-        }
-        if !allowed.is_empty() {
-            server.allowed_peers = Some(allowed);
+        Intended {
+            log_file: sources
+                .lookup(WSGI_LOG)
+                .and_then(|v| v.log_path(cwd, app_dir.unwrap_or(cwd))),
+            debug_responses: sources
+                .lookup(WFCGI_DEBUG)
+                .is_some_and(|v| apply::parse_bool(&v).unwrap_or(false)),
         }
     }
-    if let Some(value) = sources.lookup(SCRIPT_NAME) {
-        bridge.script_name = parse_script_name(&value)?;
-    }
-    if let Some(value) = sources.lookup(ALLOW_PATH_INFO) {
-        // wfastcgi looked only at presence; an explicit "false" meaning true would surprise.
-        bridge.allow_path_info_for_script_mappings =
-            value.text.trim().is_empty() || parse_bool(&value)?;
-    }
+}
 
-    let log_file = match sources.lookup(WSGI_LOG) {
-        Some(value) if value.text.is_empty() => None,
-        Some(value) => Some(value.path(cwd, app_dir)),
-        None => None,
+/// Logging before web.config is read (stdin mode): the level and log file from flags and the
+/// environment. A relative log file is taken from the app directory when that is known from
+/// flags or the environment, else from the current directory. An invalid level is left to the
+/// full resolution to report.
+pub(crate) fn early_logging(
+    flags: &Flags,
+    env: &Environment,
+    cwd: &Path,
+) -> (Option<String>, Option<PathBuf>) {
+    let sources = Sources {
+        flags,
+        web_config: None,
+        env,
     };
-    let log_level = match sources.lookup(WFCGI_LOG_LEVEL) {
-        Some(value) => {
-            check_log_filter(value.text.trim()).map_err(|problem| {
-                value.invalid(
-                    problem,
-                    "use error, warn, info, debug or trace, or a filter such as \
-                     info,python.stdout=off",
-                )
-            })?;
-            Some(value.text.trim().to_string())
-        }
-        None => None,
-    };
-
-    let restart_file_regex = match sources.lookup(WSGI_RESTART_FILE_REGEX) {
-        Some(value) if value.text.is_empty() => None,
-        Some(value) => {
-            let regex = compile_restart_regex(&value.text).map_err(|e| {
-                value.invalid(
-                    format!("not a valid regular expression: {e}"),
-                    "wfcgi uses Rust regex syntax (no look-around or back-references); \
-                     leave it empty to disable restarts",
-                )
-            })?;
-            warnings.push(format!(
-                "{} is accepted, but wfcgi does not watch files yet: after changing the app, \
-                 recycle the app pool (or restart wfcgi)",
-                value.describe()
-            ));
-            Some(regex)
-        }
-        None => Some(
-            compile_restart_regex(DEFAULT_RESTART_FILE_REGEX).expect("the default regex is valid"),
-        ),
-    };
-
-    for name in [WSGI_PTVSD_SECRET, WSGI_PTVSD_ADDRESS] {
-        if let Some(value) = sources.lookup(name) {
-            warnings.push(format!(
-                "{name} ({}) is obsolete and ignored: ptvsd remote debugging is not supported; \
-                 debugpy support is planned",
-                origin_text(&value.origin)
-            ));
-        }
-    }
-    if let Some(value) = sources.lookup(APPINSIGHTS) {
-        warnings.push(format!(
-            "{APPINSIGHTS} ({}) is ignored: wfastcgi's Application Insights wrapper is \
-             deprecated; add OpenTelemetry middleware to the app instead",
-            origin_text(&value.origin)
-        ));
-    }
-
-    let listen = sources.lookup(WFCGI_LISTEN).map(|value| {
-        let addrs: Vec<String> = value
-            .text
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
-        (addrs, value)
-    });
-    if let Some((addrs, value)) = &listen {
-        if addrs.is_empty() {
-            return Err(value.invalid(
-                "no address",
-                format!("give HOST:PORT or unix:/path, e.g. {DEFAULT_LISTEN}"),
-            ));
-        }
-    }
-    let socket_mode = match sources.lookup(WFCGI_SOCKET_MODE) {
-        Some(value) => Some(parse_socket_mode(&value)?),
-        None => None,
-    };
-
-    // Every appSetting but PYTHONPATH goes into the environment. PYTHONPATH stays out: the
-    // embedded interpreter starts after the copy and would read it itself, putting the
-    // unexpanded entries before the standard library; wfastcgi appended them to sys.path,
-    // which `python_path` does.
-    let environment = sources
-        .web_config
-        .map(|config| {
-            config
-                .app_settings
-                .iter()
-                .filter(|s| !s.key.eq_ignore_ascii_case(PYTHONPATH))
-                .map(|s| (s.key.clone(), s.value.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
-
-    Ok(Settings {
-        bridge,
-        server,
-        listen,
-        socket_mode,
-        log_file,
-        log_level,
-        restart_file_regex,
-        environment,
-        warnings,
-        notes,
-    })
+    let level = sources
+        .lookup(WFCGI_LOG_LEVEL)
+        .map(|v| v.text)
+        .filter(|text| check_log_filter(text).is_ok());
+    let app_dir = app_dir(flags, env, cwd, None).unwrap_or_else(|_| cwd.to_path_buf());
+    let file = sources
+        .lookup(WSGI_LOG)
+        .and_then(|v| v.log_path(cwd, &app_dir));
+    (level, file)
 }
 
 /// Copies the appSettings into the process environment, as wfastcgi did (so that the app, its
@@ -774,32 +625,6 @@ pub(crate) fn apply_environment(settings: &Settings) {
     }
 }
 
-fn origin_text(origin: &Origin) -> String {
-    match origin {
-        Origin::Flag(flag) => format!("flag {flag}"),
-        Origin::WebConfig { path, line } => format!("web.config {} line {line}", path.display()),
-        Origin::Environment => "environment variable".to_string(),
-    }
-}
-
-/// A tracing filter. EnvFilter reads a bare word as a target name (`loud` = "everything from
-/// target loud"), so a typo of a level would silently log nothing: a bare word must be a level.
-pub(crate) fn check_log_filter(text: &str) -> Result<(), String> {
-    const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
-    if text.is_empty() {
-        return Err("empty".to_string());
-    }
-    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let bare = !part.contains(['=', '[']);
-        if bare && !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(part)) {
-            return Err(format!("\"{part}\" is not a level"));
-        }
-    }
-    tracing_subscriber::EnvFilter::try_new(text)
-        .map(drop)
-        .map_err(|e| format!("not a log filter ({e})"))
-}
-
 /// `ptvs_virtualenv_proxy.get_virtualenv_handler()` or `...get_venv_handler()`, with or
 /// without the call parentheses.
 pub(crate) fn is_virtualenv_proxy(handler: &str) -> bool {
@@ -810,134 +635,11 @@ pub(crate) fn is_virtualenv_proxy(handler: &str) -> bool {
     matches!(function, "get_virtualenv_handler" | "get_venv_handler")
 }
 
-/// wfastcgi's `%NAME%` expansion (`%(\w+?)%`): an unset name expands to nothing (and is
-/// returned so that it can be warned about); a `%` not followed by `NAME%` stays as it is.
-pub(crate) fn expand_variables(
-    text: &str,
-    lookup: impl Fn(&str) -> Option<String>,
-) -> (String, Vec<String>) {
-    let mut out = String::with_capacity(text.len());
-    let mut missing = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find('%') {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 1..];
-        let name_len = after
-            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
-            .unwrap_or(after.len());
-        if name_len > 0 && after[name_len..].starts_with('%') {
-            let name = &after[..name_len];
-            match lookup(name) {
-                Some(value) => out.push_str(&value),
-                None => missing.push(name.to_string()),
-            }
-            rest = &after[name_len + 1..];
-        } else {
-            out.push('%');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    (out, missing)
-}
-
-/// Splits a PYTHONPATH value into entries, dropping empty ones. wfastcgi split on `;` only
-/// (a Windows path has `:` after its drive letter); on Unix `:` also separates, as in the
-/// PYTHONPATH every Unix user knows.
-pub(crate) fn split_python_path(text: &str) -> Vec<String> {
-    let separators: &[char] = if cfg!(windows) { &[';'] } else { &[';', ':'] };
-    text.split(separators)
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// `re.match` semantics: anchored at the start of the relative path.
-fn compile_restart_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
-    regex::Regex::new(&format!("^(?:{pattern})"))
-}
-
-fn parse_count(
-    value: &Value,
-    min: usize,
-    max: usize,
-    what: &str,
-    example: &str,
-) -> Result<usize, SettingsError> {
-    let fix = || format!("use a whole number of {what} from {min} to {max}, e.g. {example}");
-    let n: usize = value
-        .text
-        .trim()
-        .parse()
-        .map_err(|_| value.invalid("not a whole number", fix()))?;
-    if n < min || n > max {
-        return Err(value.invalid(format!("out of range {min}-{max}"), fix()));
-    }
-    Ok(n)
-}
-
-fn parse_bool(value: &Value) -> Result<bool, SettingsError> {
-    match value.text.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" | "" => Ok(false),
-        _ => Err(value.invalid(
-            "not a yes/no value",
-            "use true or false (also accepted: 1/0, yes/no, on/off)",
-        )),
-    }
-}
-
-/// Bytes, or with a binary K/M/G suffix (`64K`, `10M`, `1GiB`, `10 MB`).
-fn parse_bytes(value: &Value) -> Result<u64, SettingsError> {
-    let fix = || "use a number of bytes, optionally with K, M or G (x1024), e.g. 10M".to_string();
-    let text = value.text.trim();
-    let digits_end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(digits_end);
-    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(value.invalid("not a size", fix())),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| value.invalid("not a size", fix()))?;
-    n.checked_mul(multiplier)
-        .ok_or_else(|| value.invalid("too large", fix()))
-}
-
-fn parse_script_name(value: &Value) -> Result<Option<String>, SettingsError> {
-    let text = value.text.trim().trim_end_matches('/');
-    if text.is_empty() {
-        return Ok(None);
-    }
-    if !text.starts_with('/') {
-        return Err(value.invalid(
-            "a mount prefix starts with '/'",
-            format!("write it as /{text}"),
-        ));
-    }
-    Ok(Some(text.to_string()))
-}
-
-fn parse_socket_mode(value: &Value) -> Result<u32, SettingsError> {
-    let fix = "use octal permissions such as 0660 (owner and group read/write)";
-    let mode = u32::from_str_radix(value.text.trim(), 8)
-        .map_err(|_| value.invalid("not an octal number", fix))?;
-    if mode > 0o777 {
-        return Err(value.invalid("above 0777", fix));
-    }
-    Ok(mode)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::webconfig::AppSetting;
+    use std::time::Duration;
 
     fn web(pairs: &[(&str, &str)]) -> WebConfig {
         WebConfig {
@@ -999,7 +701,7 @@ mod tests {
         assert_eq!(s.bridge.app_dir, Path::new("/site"));
         assert!(!s.bridge.debug_responses);
         assert_eq!(s.bridge.max_body_bytes, None);
-        assert!(s.listen.is_none());
+        assert!(s.listen_is_default());
         assert!(s.log_file.is_none());
         let regex = s.restart_file_regex.expect("default regex");
         assert!(regex.is_match("app/views.py"));
@@ -1130,11 +832,11 @@ mod tests {
         assert_eq!(s.log_file, Some(PathBuf::from("/site/logs\\wfcgi.log")));
         assert_eq!(s.log_level.as_deref(), Some("debug,python.stdout=off"));
         assert_eq!(
-            s.listen.as_ref().map(|(addrs, _)| addrs.clone()),
-            Some(vec![
-                "127.0.0.1:9001".to_string(),
-                "unix:/run/wfcgi.sock".to_string()
-            ])
+            s.listen,
+            [
+                "127.0.0.1:9001".parse::<fastcgi::ListenAddr>().unwrap(),
+                "unix:/run/wfcgi.sock".parse().unwrap()
+            ]
         );
         assert_eq!(s.socket_mode, Some(0o660));
         assert!(s.restart_file_regex.is_none(), "empty disables");
@@ -1506,7 +1208,7 @@ mod tests {
             ("socket mode too big", Case { flags: &[(WFCGI_SOCKET_MODE, "7777")], web: NONE, env: NONE },
              "invalid --socket-mode \"7777\" (command line): above 0777. Fix: use octal permissions such as 0660 (owner and group read/write)"),
             ("listen empty", Case { flags: &[], web: NONE, env: &[(WFCGI_LISTEN, " , ")] },
-             "invalid WFCGI_LISTEN \" , \" (environment variable): no address. Fix: give HOST:PORT or unix:/path, e.g. 127.0.0.1:9000"),
+             "invalid WFCGI_LISTEN \" , \" (environment variable): no address. Fix: give HOST:PORT, [IPv6]:PORT or unix:/path, e.g. 127.0.0.1:9000"),
             ("restart regex", Case { flags: &[], web: &[(WSGI_RESTART_FILE_REGEX, "(?<=a)b")], env: NONE },
              "invalid WSGI_RESTART_FILE_REGEX \"(?<=a)b\" (web.config /site/web.config line 3): not a valid regular expression: regex parse error:\n    ^(?:(?<=a)b)\n        ^^^^\nerror: look-around, including look-ahead and look-behind, is not supported. Fix: wfcgi uses Rust regex syntax (no look-around or back-references); leave it empty to disable restarts"),
             ("empty handler", Case { flags: &[], web: &[(WSGI_HANDLER, " ")], env: NONE },
@@ -1555,20 +1257,87 @@ mod tests {
     }
 
     #[test]
-    fn every_setting_is_documented() {
-        let doc = include_str!("../../../docs/configuration.md");
-        for spec in SPECS {
+    fn default_values_match_the_libraries_defaults() {
+        // The table's defaults are what the binary uses; the bridge's and the server's own
+        // defaults (for library users and tests) must not drift from them.
+        let s = Case {
+            flags: &[],
+            web: NONE,
+            env: NONE,
+        }
+        .resolve()
+        .expect("resolves");
+        let bridge = BridgeConfig::new(PathBuf::from("/site"));
+        let server = fastcgi::ServerConfig::default();
+        assert_eq!(s.bridge.threads, bridge.threads);
+        assert_eq!(s.bridge.queue_len, bridge.queue_len);
+        assert_eq!(s.bridge.spool_threshold, bridge.spool_threshold);
+        assert_eq!(s.bridge.shutdown_grace, bridge.shutdown_grace);
+        assert_eq!(s.bridge.max_body_bytes, bridge.max_body_bytes);
+        assert_eq!(s.bridge.debug_responses, bridge.debug_responses);
+        assert_eq!(s.bridge.multiprocess, bridge.multiprocess);
+        assert_eq!(
+            s.bridge.allow_path_info_for_script_mappings,
+            bridge.allow_path_info_for_script_mappings
+        );
+        assert_eq!(s.server.max_connections, server.max_connections);
+        assert_eq!(
+            s.server.max_requests_per_connection,
+            server.max_requests_per_connection
+        );
+        assert_eq!(s.server.max_params_bytes, server.max_params_bytes);
+        assert_eq!(s.server.params_timeout, server.params_timeout);
+        assert_eq!(s.server.idle_timeout, server.idle_timeout);
+        assert_eq!(
+            s.listen,
+            ["127.0.0.1:9000".parse::<fastcgi::ListenAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn every_setting_has_one_entry_and_a_way_to_apply() {
+        for (i, setting) in SETTINGS.iter().enumerate() {
             assert!(
-                doc.contains(&format!("`{}`", spec.name)),
-                "{} not in docs/configuration.md",
-                spec.name
+                SETTINGS[i + 1..]
+                    .iter()
+                    .all(|other| !other.name.eq_ignore_ascii_case(setting.name)),
+                "{} is in the table twice",
+                setting.name
             );
-            if let Some(flag) = spec.flag {
-                assert!(
-                    doc.contains(&format!("`{flag}")),
-                    "{flag} not in docs/configuration.md"
+            if let (Apply::Rule(_), table::Default::Value(_)) = (setting.apply, setting.default) {
+                panic!(
+                    "{}: a default value is applied only by Apply::Each",
+                    setting.name
                 );
             }
+            if let Some(flag) = setting.flag {
+                assert!(flag.long.starts_with("--"), "{}", flag.long);
+            }
         }
+    }
+
+    #[test]
+    fn listen_addresses() {
+        let s = Case {
+            flags: &[(WFCGI_LISTEN, "[::1]:9001")],
+            web: NONE,
+            env: NONE,
+        }
+        .resolve()
+        .expect("resolves");
+        assert!(!s.listen_is_default());
+        assert_eq!(s.listen.len(), 1);
+        let e = Case {
+            flags: &[],
+            web: &[(WFCGI_LISTEN, "127.0.0.1:9000,localhost")],
+            env: NONE,
+        }
+        .resolve()
+        .expect_err("no port")
+        .to_string();
+        assert_eq!(
+            e,
+            "invalid WFCGI_LISTEN \"127.0.0.1:9000,localhost\" (web.config /site/web.config line 3): \"localhost\": there is no port. Fix: give HOST:PORT, [IPv6]:PORT or unix:/path, e.g. 127.0.0.1:9000"
+        );
     }
 }
