@@ -44,12 +44,9 @@ fn serve(request: Request) {
         }
     }
     let mut ok = response.blocking_write(Bytes::from(head)).is_ok();
+    let mut last = Bytes::new();
     match &script[..] {
-        b"/hello" => {
-            ok &= response
-                .try_write_last(Bytes::from_static(b"Hello, World!"))
-                .is_ok()
-        }
+        b"/hello" => last = Bytes::from_static(b"Hello, World!"),
         b"/big" => {
             let total: usize = std::str::from_utf8(&query).unwrap().parse().unwrap();
             let mut sent = 0;
@@ -79,7 +76,7 @@ fn serve(request: Request) {
         }
         _ => {}
     }
-    response.finish(if ok { 0 } else { 1 });
+    response.finish_with(last, if ok { 0 } else { 1 });
 }
 
 impl Handler for InlineHandler {

@@ -456,20 +456,13 @@ impl Connection {
             return None;
         };
         encode_request_end(out, id, app_status, stderr_used);
-        self.request_ended(id)
-    }
-
-    /// Ends an active request whose end records ([`encode_request_end`]) were written by
-    /// whoever wrote its response. `None` if `id` is not active.
-    pub fn request_ended(&mut self, id: u16) -> Option<EndOutcome> {
-        let i = self.slot_index(id)?;
         let Slot::Active {
             keep_conn,
             stdin_done,
             ..
         } = self.slots[i].1
         else {
-            return None;
+            unreachable!("checked above");
         };
         if stdin_done {
             self.slots.swap_remove(i);
@@ -484,7 +477,7 @@ impl Connection {
 
 /// What ends a completed request: the closing empty STDOUT (and STDERR, if it was used) and
 /// END_REQUEST.
-pub(crate) fn encode_request_end(out: &mut BytesMut, id: u16, app_status: u32, stderr_used: bool) {
+fn encode_request_end(out: &mut BytesMut, id: u16, app_status: u32, stderr_used: bool) {
     protocol::encode_stream_end(out, RecordType::Stdout, id);
     if stderr_used {
         protocol::encode_stream_end(out, RecordType::Stderr, id);

@@ -6,9 +6,11 @@
 //!   appends to a caller's buffer.
 //! - [`connection`]: the per-connection state machine, without IO: records in, [`Event`]s and
 //!   reply records out; multiplexing, keep-conn, GET_VALUES, aborts, refusals, violations.
-//! - [`server`]: the Tokio driver: [`Listener`]s (TCP, Unix socket, an inherited fd 0), one task
-//!   per connection that owns its socket and buffers, bounded request bodies and responses,
-//!   limits, graceful shutdown. Applications implement [`Handler`].
+//! - [`server`]: the Tokio server: [`Listener`]s (TCP, Unix socket, an inherited fd 0), accept
+//!   loops, limits, graceful shutdown. Applications implement [`Handler`]. Each connection has a
+//!   driver (`driver`) that owns its transport, buffers and output (`output`); the
+//!   per-transport writer that lets a request running inline write straight to the transport is
+//!   in `transport`.
 //!
 //! [`Params`] is a request's params, kept as the raw stream plus an index (no copy per pair).
 //!
@@ -17,14 +19,14 @@
 
 pub mod client;
 pub mod connection;
-#[cfg(unix)]
-mod direct;
+mod driver;
 pub mod listener;
-mod out;
+mod output;
 pub mod params;
 pub mod protocol;
 pub mod request;
 pub mod server;
+mod transport;
 
 pub use connection::{ConnectionConfig, Event, RequestHead};
 pub use listener::{BindError, BindOptions, ListenAddr, Listener, Peer, Stream};

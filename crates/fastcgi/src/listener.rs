@@ -278,13 +278,13 @@ pub enum Stream {
     Unix(UnixStream),
 }
 
-#[cfg(unix)]
 impl Stream {
     /// The same socket registered with the runtime of the calling thread (it was registered with
     /// the one that accepted it), so that its readiness wakes this runtime.
     pub(crate) fn rebind(self) -> io::Result<Stream> {
         Ok(match self {
             Stream::Tcp(s) => Stream::Tcp(TcpStream::from_std(s.into_std()?)?),
+            #[cfg(unix)]
             Stream::Unix(s) => Stream::Unix(UnixStream::from_std(s.into_std()?)?),
         })
     }

@@ -19,12 +19,9 @@ use std::task::{Context, Poll, Wake, Waker};
 use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore, TryAcquireError};
 
-#[cfg(unix)]
-use crate::direct::{self, Direct};
+use crate::output::{self, Lent};
 use crate::params::Params;
-#[cfg(unix)]
-use crate::protocol::RecordType;
-use crate::protocol::Role;
+use crate::protocol::{RecordType, Role};
 
 /// State one request's handles share with the connection task.
 #[derive(Debug, Default)]
@@ -105,12 +102,14 @@ pub(crate) enum Outgoing {
         data: Bytes,
         permits: u32,
     },
-    /// `written`: the end records went out already (an inline request's own thread wrote them);
-    /// the driver only updates its state.
+    /// The request wrote STDERR straight to the transport (it runs inline): its stream must
+    /// be closed at the end.
+    StderrUsed {
+        id: u16,
+    },
     End {
         id: u16,
         app_status: u32,
-        written: bool,
     },
 }
 
@@ -231,9 +230,12 @@ impl Body {
 
 /// Writes a request's response as `FCGI_STDOUT` (and `FCGI_STDERR`) records and ends it.
 ///
-/// Writes of any size are accepted: the connection task frames them into records of at most
-/// 65535 bytes without copying large ones. Dropping a `Response` without [`Response::finish`]
-/// ends the request with app status 1.
+/// One way to write (`write`, with its `blocking_` and `try_` forms) and one way to end
+/// ([`Response::finish`], optionally with the last piece of the response): where the bytes go
+/// (the connection's queue, or straight to the transport from the calling thread while the
+/// request runs inline) is the server's business. Writes of any size are accepted: they are
+/// framed into records of at most 65535 bytes without copying large ones. Dropping a
+/// `Response` without finishing it ends the request with app status 1.
 #[derive(Debug)]
 pub struct Response {
     id: u16,
@@ -243,9 +245,10 @@ pub struct Response {
     max_permits: u32,
     shared: Arc<Shared>,
     finished: bool,
-    /// Set while the request runs inline: writes go straight to the socket.
-    #[cfg(unix)]
-    direct: Option<Arc<Direct>>,
+    /// Set while the request runs inline: the connection's output, lent to this thread.
+    lent: Option<Arc<Lent>>,
+    /// STDERR was written through `lent` and the driver told so.
+    stderr_noted: bool,
 }
 
 impl Response {
@@ -263,28 +266,25 @@ impl Response {
             max_permits,
             shared,
             finished: false,
-            #[cfg(unix)]
-            direct: None,
+            lent: None,
+            stderr_noted: false,
         }
     }
 
-    #[cfg(unix)]
-    pub(crate) fn with_direct(mut self, direct: Arc<Direct>) -> Self {
-        self.direct = Some(direct);
+    pub(crate) fn with_lent(mut self, lent: Arc<Lent>) -> Self {
+        self.lent = Some(lent);
         self
     }
 
-    /// Writes directly when this response may (an inline request): `Ok(None)` when done,
-    /// `Ok(Some(data))` to go on through the connection's queue.
-    #[cfg(unix)]
-    fn try_direct(
+    /// Writes through the lent output when this response has it (an inline request):
+    /// `Ok(None)` when done, `Ok(Some(data))` to go on through the connection's queue.
+    fn try_lent(
         &mut self,
         stderr: bool,
         data: Bytes,
         wait: bool,
-        last: bool,
     ) -> Result<Option<Bytes>, TryWriteError> {
-        let Some(d) = &self.direct else {
+        let Some(lent) = &self.lent else {
             return Ok(Some(data));
         };
         let ty = if stderr {
@@ -292,35 +292,25 @@ impl Response {
         } else {
             RecordType::Stdout
         };
-        let outcome = if wait {
-            d.write_blocking(ty, self.id, data)
-        } else {
-            d.try_write(ty, self.id, data, last)
-        };
-        match outcome {
-            direct::Outcome::Done => Ok(None),
-            direct::Outcome::WouldBlock(data) => Err(TryWriteError::Full(data)),
-            direct::Outcome::Revoked(data) => {
-                self.direct = None;
+        match lent.write(ty, self.id, data, wait) {
+            output::Outcome::Done => {
+                if stderr && !self.stderr_noted {
+                    self.stderr_noted = true;
+                    let _ = self.tx.send(Outgoing::StderrUsed { id: self.id });
+                }
+                Ok(None)
+            }
+            output::Outcome::WouldBlock(data) => Err(TryWriteError::Full(data)),
+            output::Outcome::TakenBack(data) => {
+                self.lent = None;
                 Ok(Some(data))
             }
-            direct::Outcome::Failed(e) => {
+            output::Outcome::Failed(e) => {
                 tracing::debug!(error = %e, "writing the response failed");
                 self.shared.set(Shared::CLOSED);
                 Err(TryWriteError::Failed(Failure::ConnectionClosed))
             }
         }
-    }
-
-    #[cfg(not(unix))]
-    fn try_direct(
-        &mut self,
-        _stderr: bool,
-        data: Bytes,
-        _wait: bool,
-        _last: bool,
-    ) -> Result<Option<Bytes>, TryWriteError> {
-        Ok(Some(data))
     }
 
     /// A writer whose output is captured in memory rather than sent (tests, the in-process
@@ -375,12 +365,12 @@ impl Response {
         if data.is_empty() {
             return Ok(());
         }
-        // An inline request's write waits for the socket right here (its thread may block).
-        let data = match self.try_direct(stderr, data, true, false) {
+        // An inline request's write waits for the transport right here (its thread may block).
+        let data = match self.try_lent(stderr, data, true) {
             Ok(None) => return Ok(()),
             Ok(Some(data)) => data,
             Err(TryWriteError::Failed(f)) => return Err(f),
-            Err(TryWriteError::Full(_)) => unreachable!("a waiting direct write is never Full"),
+            Err(TryWriteError::Full(_)) => unreachable!("a waiting lent write is never Full"),
         };
         let permits = self.permits_for(&data);
         match self.budget.acquire_many(permits).await {
@@ -390,12 +380,12 @@ impl Response {
         self.send(stderr, data, permits)
     }
 
-    fn try_write_to(&mut self, stderr: bool, data: Bytes, last: bool) -> Result<(), TryWriteError> {
+    fn try_write_to(&mut self, stderr: bool, data: Bytes) -> Result<(), TryWriteError> {
         self.check().map_err(TryWriteError::Failed)?;
         if data.is_empty() {
             return Ok(());
         }
-        let Some(data) = self.try_direct(stderr, data, false, last)? else {
+        let Some(data) = self.try_lent(stderr, data, false)? else {
             return Ok(());
         };
         let permits = self.permits_for(&data);
@@ -422,23 +412,7 @@ impl Response {
 
     /// [`Response::write`] if it need not wait; else `TryWriteError::Full` gives the data back.
     pub fn try_write(&mut self, data: Bytes) -> Result<(), TryWriteError> {
-        self.try_write_to(false, data, false)
-    }
-
-    /// [`Response::try_write`] for the last write before [`Response::finish`]: a response
-    /// written straight to the socket (an inline request) holds a small one back to send it
-    /// with the end of the request in one piece. Do not use it for a write that may be followed
-    /// by a wait: it could be held until the request ends.
-    pub fn try_write_last(&mut self, data: Bytes) -> Result<(), TryWriteError> {
-        self.try_write_to(false, data, true)
-    }
-
-    /// Whether writes go straight to the socket from the calling thread (an inline request).
-    pub fn writes_directly(&self) -> bool {
-        #[cfg(unix)]
-        return self.direct.is_some();
-        #[cfg(not(unix))]
-        false
+        self.try_write_to(false, data)
     }
 
     /// Sends `FCGI_STDERR` bytes (IIS shows them in its error page by default).
@@ -452,35 +426,51 @@ impl Response {
 
     /// Ends the request: the streams close and `FCGI_END_REQUEST` follows what was written.
     /// Never waits.
-    pub fn finish(mut self, app_status: u32) {
-        self.end(app_status);
+    pub fn finish(self, app_status: u32) {
+        self.finish_with(Bytes::new(), app_status);
     }
 
-    fn end(&mut self, app_status: u32) {
-        if !self.finished {
-            self.finished = true;
-            let (id, tx) = (self.id, &self.tx);
-            let tell = |written| {
-                let _ = tx.send(Outgoing::End {
-                    id,
-                    app_status,
-                    written,
-                });
-            };
-            #[cfg(unix)]
-            if let Some(d) = &self.direct {
-                if d.finish(id, app_status, || tell(true)) {
-                    return;
-                }
-            }
-            tell(false);
+    /// Writes `last` and ends the request, never waiting: `last` and the end go out together,
+    /// in one send where the transport allows (the whole of a `return [body]` response and its
+    /// END_REQUEST in one piece). `last` may exceed the connection's response buffer: it is
+    /// already in memory.
+    pub fn finish_with(mut self, last: Bytes, app_status: u32) {
+        self.end(last, app_status);
+    }
+
+    fn end(&mut self, last: Bytes, app_status: u32) {
+        if self.finished {
+            return;
         }
+        self.finished = true;
+        if !last.is_empty() && self.check().is_ok() {
+            let queued = match &self.lent {
+                Some(lent) => lent.hold_last(self.id, last).err(),
+                None => Some(last),
+            };
+            if let Some(data) = queued {
+                // Budget where there is some; the driver gives back only what was taken.
+                let permits = self.permits_for(&data);
+                let permits = match self.budget.try_acquire_many(permits) {
+                    Ok(p) => {
+                        p.forget();
+                        permits
+                    }
+                    Err(_) => 0,
+                };
+                let _ = self.send(false, data, permits);
+            }
+        }
+        let _ = self.tx.send(Outgoing::End {
+            id: self.id,
+            app_status,
+        });
     }
 }
 
 impl Drop for Response {
     fn drop(&mut self) {
-        self.end(1);
+        self.end(Bytes::new(), 1);
     }
 }
 
@@ -499,6 +489,7 @@ impl ResponseCapture {
             match msg {
                 Outgoing::Stdout { data, .. } => self.stdout.extend_from_slice(&data),
                 Outgoing::Stderr { data, .. } => self.stderr.extend_from_slice(&data),
+                Outgoing::StderrUsed { .. } => {}
                 Outgoing::End { app_status, .. } => self.app_status = Some(app_status),
             }
         }
@@ -610,6 +601,33 @@ mod tests {
         assert_eq!(capture.stdout(), b"Status: 200 OK\r\n\r\nhi");
         assert_eq!(capture.stderr(), b"oops");
         assert_eq!(capture.app_status(), Some(0));
+    }
+
+    #[test]
+    fn finish_with_sends_the_last_piece_then_ends_even_beyond_the_budget() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let budget = Arc::new(Semaphore::new(2));
+        let r = Response::new(7, tx, budget.clone(), 2, Arc::new(Shared::default()));
+        r.finish_with(Bytes::from_static(b"abc"), 0);
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Outgoing::Stdout { id: 7, ref data, permits: 2 }) if data == "abc"
+        ));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Outgoing::End {
+                id: 7,
+                app_status: 0
+            })
+        ));
+        // An aborted request's last piece is dropped; the end still goes.
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::default());
+        shared.set(Shared::ABORTED);
+        let r = Response::new(8, tx, budget, 2, shared);
+        r.finish_with(Bytes::from_static(b"abc"), 0);
+        assert!(matches!(rx.try_recv(), Ok(Outgoing::End { id: 8, .. })));
+        assert!(rx.try_recv().is_err());
     }
 
     #[test]

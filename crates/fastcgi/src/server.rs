@@ -1,29 +1,23 @@
-//! The Tokio server: accept loops, one driver task per connection, limits, graceful shutdown.
-//!
-//! The driver is the only owner of its socket and buffers. It parses every whole record in its
-//! read buffer before reading again, feeds them to the [`Connection`] state machine, hands
-//! complete requests to the [`Handler`], moves body records into the requests' bounded channels
-//! and frames what the handlers write. While a request's body channel is full it stops reading
-//! the socket (the web server then waits), but it keeps writing responses.
+//! The Tokio server: the [`Handler`] API, accept loops, connection limits and graceful
+//! shutdown. Each accepted connection is handed to its driver (`crate::driver`), on the
+//! runtime's tasks, or, for the single connection inherited on fd 0 when the handler serves
+//! requests inline, on a thread of its own (`crate::transport`).
 
-use std::collections::VecDeque;
 use std::future::Future;
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch, Notify, Semaphore};
-use tracing::{debug, info, trace, warn, Instrument};
+use tokio::sync::{watch, Notify, Semaphore};
+use tracing::{debug, info, warn, Instrument};
 
-use crate::connection::{Connection, ConnectionConfig, Event, Refusal, RequestHead};
+use crate::connection::ConnectionConfig;
+use crate::driver::run_connection;
 use crate::listener::{Listener, Peer};
-use crate::out::OutBuf;
-use crate::protocol::{ProtocolError, Record, RecordType};
-use crate::request::{Body, Outgoing, Request, Response, Shared};
+use crate::request::Request;
+use crate::transport;
 
 /// The application side of the server.
 pub trait Handler: Send + Sync + 'static {
@@ -50,17 +44,6 @@ pub trait Handler: Send + Sync + 'static {
         Some(request)
     }
 }
-
-/// Stack of the thread that drives an inline connection: it runs the application (Python, with
-/// its deep recursion in template engines and ORMs), so it gets a main thread's 8 MiB.
-#[cfg(unix)]
-const INLINE_THREAD_STACK: usize = 8 * 1024 * 1024;
-
-/// The socket an inline request's response is written to directly.
-#[cfg(unix)]
-type InlineFd = std::os::fd::RawFd;
-#[cfg(not(unix))]
-type InlineFd = std::convert::Infallible;
 
 /// Every limit and timeout of the server, with its default.
 #[derive(Debug, Clone)]
@@ -115,7 +98,7 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    fn connection_config(&self) -> ConnectionConfig {
+    pub(crate) fn connection_config(&self) -> ConnectionConfig {
         ConnectionConfig {
             max_requests: self.max_requests_per_connection.max(1),
             max_params_bytes: self.max_params_bytes,
@@ -164,13 +147,33 @@ impl Tracker {
     }
 }
 
-struct Context {
-    config: ServerConfig,
-    conn_config: ConnectionConfig,
-    handler: Arc<dyn Handler>,
+/// What every connection of a server shares.
+pub(crate) struct Context {
+    pub(crate) config: ServerConfig,
+    pub(crate) conn_config: ConnectionConfig,
+    pub(crate) handler: Arc<dyn Handler>,
     tracker: Tracker,
     /// `true` once shutdown has begun: connections close when idle.
-    draining: watch::Receiver<bool>,
+    pub(crate) draining: watch::Receiver<bool>,
+}
+
+impl Context {
+    /// A context for driving connections outside a `Server` (the driver's tests).
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        config: ServerConfig,
+        handler: Arc<dyn Handler>,
+    ) -> (Context, watch::Sender<bool>) {
+        let (drain_tx, draining) = watch::channel(false);
+        let ctx = Context {
+            conn_config: config.connection_config(),
+            config,
+            handler,
+            tracker: Tracker::default(),
+            draining,
+        };
+        (ctx, drain_tx)
+    }
 }
 
 pub struct Server {
@@ -285,9 +288,21 @@ async fn accept_loop(mut listener: Listener, ctx: Arc<Context>, permits: Arc<Sem
         ctx.tracker.connections.fetch_add(1, Ordering::AcqRel);
         let release = Release(ctx.clone(), Some(permit));
         let span = tracing::info_span!("conn", %peer);
-        #[cfg(unix)]
         if single && ctx.handler.serves_inline() {
-            spawn_inline_connection(stream, peer, release, span);
+            // The connection went with the closure: if the thread cannot start, dropping the
+            // closure released it, and there is nothing left to serve.
+            let drive = move |stream, writer| {
+                async move {
+                    debug!("connection opened (served on its own thread)");
+                    run_connection(stream, peer, &release.0, writer).await;
+                    debug!("connection closed");
+                    drop(release);
+                }
+                .instrument(span)
+            };
+            if let Err(e) = transport::spawn_driver_thread(stream, drive) {
+                warn!(error = %e, "cannot start the connection's thread");
+            }
             return;
         }
         tokio::spawn(
@@ -302,598 +317,5 @@ async fn accept_loop(mut listener: Listener, ctx: Arc<Context>, permits: Arc<Sem
         if single {
             return;
         }
-    }
-}
-
-/// Outgoing bytes the driver holds before it stops taking more from the handlers.
-const OUT_HIGH_WATER: usize = 64 * 1024;
-/// Outgoing bytes past which the driver stops reading its socket: every management record read
-/// may add a reply, and a peer that sends them without reading ours must not grow this buffer.
-const OUT_READ_PAUSE: usize = 256 * 1024;
-/// Body bytes kept with a request that has not been dispatched yet; a larger body is streamed.
-const INLINE_BODY_BYTES: usize = 64 * 1024;
-/// The read buffer never needs more than one maximal record plus a read's worth.
-const READ_CHUNK: usize = 16 * 1024;
-
-/// Drives the single inherited connection on a thread of its own, with a runtime of its own
-/// (the socket is moved to it, so that its readiness wakes this thread and no other), so that
-/// requests can run inline on it.
-#[cfg(unix)]
-fn spawn_inline_connection(
-    stream: crate::listener::Stream,
-    peer: Peer,
-    release: Release,
-    span: tracing::Span,
-) {
-    // Moved into the thread: if the thread cannot start, dropping the closure releases too.
-    let run = move || {
-        let conn_ctx = &release.0;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build();
-        match runtime {
-            Ok(runtime) => runtime.block_on(
-                async {
-                    debug!("connection opened (served on its own thread)");
-                    match stream.rebind() {
-                        Ok(stream) => {
-                            let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
-                            run_connection(stream, peer, conn_ctx, Some(fd)).await;
-                        }
-                        Err(e) => warn!(error = %e, "cannot move the connection to its thread"),
-                    }
-                    debug!("connection closed");
-                }
-                .instrument(span),
-            ),
-            Err(e) => warn!(error = %e, "cannot start the connection's runtime"),
-        }
-    };
-    let spawned = std::thread::Builder::new()
-        .name("wfcgi-conn".into())
-        .stack_size(INLINE_THREAD_STACK)
-        .spawn(run);
-    if let Err(e) = spawned {
-        // The connection went with the closure (whose guard released it): nothing to serve.
-        warn!(error = %e, "cannot start the connection's thread");
-    }
-}
-
-/// A request assembled in this read batch but not yet handed over: if its body ends in the same
-/// batch (every GET), it is handed over whole, with no channel.
-struct Pending {
-    head: RequestHead,
-    shared: Arc<Shared>,
-    chunks: VecDeque<Bytes>,
-    bytes: usize,
-    complete: bool,
-}
-
-/// The driver's view of a request the handler has.
-struct Active {
-    id: u16,
-    shared: Arc<Shared>,
-    body_tx: Option<mpsc::Sender<Bytes>>,
-}
-
-/// A body record waiting for room in its request's channel.
-struct Stalled {
-    id: u16,
-    tx: mpsc::Sender<Bytes>,
-    data: Bytes,
-}
-
-enum Wake {
-    Outgoing(Outgoing),
-    Wrote(io::Result<usize>),
-    Read(io::Result<usize>),
-    Room,
-    ParamsTimeout,
-    IdleTimeout,
-    Drain,
-}
-
-struct Driver<'a> {
-    ctx: &'a Context,
-    peer: &'a Peer,
-    conn: Connection,
-    rbuf: BytesMut,
-    out: OutBuf,
-    pending: Vec<Pending>,
-    active: Vec<Active>,
-    stalled: Option<Stalled>,
-    tx: mpsc::UnboundedSender<Outgoing>,
-    budget: Arc<Semaphore>,
-    max_permits: u32,
-    close_when_idle: bool,
-    eof: bool,
-    /// A stall ended outside the read path: parse what is already in the read buffer.
-    parse_again: bool,
-    /// When the connection last became idle (no request in progress), if it is.
-    idle_since: Option<Instant>,
-    /// Set when requests may run inline on this thread: the socket they write to.
-    inline_fd: Option<InlineFd>,
-}
-
-async fn run_connection<IO>(io: IO, peer: Peer, ctx: &Context, inline_fd: Option<InlineFd>)
-where
-    IO: AsyncRead + AsyncWrite + Unpin,
-{
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let budget_bytes = ctx
-        .config
-        .response_buffer_bytes
-        .clamp(1, Semaphore::MAX_PERMITS);
-    let mut d = Driver {
-        ctx,
-        peer: &peer,
-        conn: Connection::new(ctx.conn_config),
-        rbuf: BytesMut::with_capacity(READ_CHUNK),
-        out: OutBuf::default(),
-        pending: Vec::new(),
-        active: Vec::new(),
-        stalled: None,
-        tx,
-        budget: Arc::new(Semaphore::new(budget_bytes)),
-        max_permits: u32::try_from(budget_bytes).unwrap_or(u32::MAX),
-        close_when_idle: false,
-        eof: false,
-        parse_again: false,
-        idle_since: None,
-        inline_fd,
-    };
-    let mut draining = ctx.draining.clone();
-    let (mut rd, mut wr) = tokio::io::split(io);
-    let result = d.drive(&mut rd, &mut wr, &mut rx, &mut draining).await;
-    if let Err(e) = &result {
-        match e {
-            DriveError::Protocol(p) => {
-                warn!(%peer, error = %p, "closing FastCGI connection: protocol violation")
-            }
-            DriveError::Io(e) => debug!(%peer, error = %e, "connection failed"),
-            DriveError::ParamsTimeout => warn!(
-                %peer,
-                timeout = ?ctx.config.params_timeout,
-                "closing FastCGI connection: a request's params did not arrive in time"
-            ),
-            DriveError::Truncated => {
-                debug!(%peer, "peer closed the connection in the middle of a record")
-            }
-        }
-    }
-    // Whatever is still running learns the connection is gone; blocked writers wake up.
-    for a in &d.active {
-        a.shared.set(Shared::CLOSED);
-    }
-    d.budget.close();
-    let _ = wr.shutdown().await;
-}
-
-#[derive(Debug)]
-enum DriveError {
-    Protocol(ProtocolError),
-    Io(io::Error),
-    ParamsTimeout,
-    Truncated,
-}
-
-impl From<ProtocolError> for DriveError {
-    fn from(e: ProtocolError) -> Self {
-        DriveError::Protocol(e)
-    }
-}
-
-impl Driver<'_> {
-    async fn drive<R, W>(
-        &mut self,
-        rd: &mut R,
-        wr: &mut W,
-        rx: &mut mpsc::UnboundedReceiver<Outgoing>,
-        draining: &mut watch::Receiver<bool>,
-    ) -> Result<(), DriveError>
-    where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
-    {
-        let mut is_draining = *draining.borrow();
-        loop {
-            if self.done(is_draining) {
-                // A request may sit unread in the socket: closing now would lose it (and turn
-                // the close into a reset). Take what is there without waiting.
-                if is_draining && !self.eof {
-                    let attempt = tokio::time::timeout(Duration::ZERO, rd.read_buf(&mut self.rbuf));
-                    if let Ok(Ok(n)) = attempt.await {
-                        if n > 0 {
-                            self.process_input()?;
-                            continue;
-                        }
-                    }
-                }
-                return Ok(());
-            }
-            let can_take = self.out.len() < OUT_HIGH_WATER;
-            let can_write = !self.out.is_empty();
-            let can_read = self.stalled.is_none() && !self.eof && self.out.len() < OUT_READ_PAUSE;
-            if can_read && self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
-                self.rbuf.reserve(READ_CHUNK);
-            }
-            // While we hold the socket back ourselves, params cannot arrive: no deadline then.
-            let deadline = match self.stalled {
-                None => self.conn.params_deadline(self.ctx.config.params_timeout),
-                Some(_) => None,
-            };
-            let idle_deadline = self.idle_deadline();
-            let out = &self.out;
-            let rbuf = &mut self.rbuf;
-            let stalled = &self.stalled;
-            let wake = tokio::select! {
-                biased;
-                msg = rx.recv(), if can_take => match msg {
-                    Some(m) => Wake::Outgoing(m),
-                    None => unreachable!("the driver holds a sender"),
-                },
-                res = write_some(wr, out), if can_write => Wake::Wrote(res),
-                res = rd.read_buf(rbuf), if can_read => Wake::Read(res),
-                _ = room(stalled), if stalled.is_some() => Wake::Room,
-                _ = sleep_until(deadline), if deadline.is_some() => Wake::ParamsTimeout,
-                _ = sleep_until(idle_deadline), if idle_deadline.is_some() => Wake::IdleTimeout,
-                _ = draining.changed(), if !is_draining => Wake::Drain,
-            };
-            match wake {
-                Wake::Outgoing(msg) => {
-                    self.on_outgoing(msg);
-                    // Take whatever else is ready in one go.
-                    while self.out.len() < OUT_HIGH_WATER {
-                        match rx.try_recv() {
-                            Ok(msg) => self.on_outgoing(msg),
-                            Err(_) => break,
-                        }
-                    }
-                    if std::mem::take(&mut self.parse_again) {
-                        self.process_input()?;
-                    }
-                }
-                Wake::Wrote(res) => {
-                    let n = res.map_err(DriveError::Io)?;
-                    if n == 0 {
-                        return Err(DriveError::Io(io::ErrorKind::WriteZero.into()));
-                    }
-                    self.out.advance(n);
-                }
-                Wake::Read(res) => {
-                    let n = res.map_err(DriveError::Io)?;
-                    if n == 0 {
-                        self.eof = true;
-                        // The web server closing the connection aborts what it had sent.
-                        for a in &self.active {
-                            a.shared.set(Shared::CLOSED);
-                        }
-                        if !self.rbuf.is_empty() {
-                            return Err(DriveError::Truncated);
-                        }
-                        return Ok(());
-                    }
-                    trace!(bytes = n, "read");
-                    self.process_input()?;
-                }
-                Wake::Room => {
-                    if let Some(s) = self.stalled.take() {
-                        // Room was seen; if the handler dropped its body meanwhile, drop the data.
-                        if let Err(mpsc::error::TrySendError::Full(data)) = s.tx.try_send(s.data) {
-                            self.stalled = Some(Stalled { data, ..s });
-                        }
-                    }
-                    self.resume_after_stall();
-                    self.process_input()?;
-                }
-                Wake::ParamsTimeout => return Err(DriveError::ParamsTimeout),
-                Wake::IdleTimeout => {
-                    debug!(peer = %self.peer, "closing idle connection");
-                    return Ok(());
-                }
-                Wake::Drain => is_draining = true,
-            }
-        }
-    }
-
-    /// Nothing left to do on this connection. A request that ended while its body was still
-    /// arriving keeps the connection open until the rest is read and discarded: closing with
-    /// unread data would send a reset, which can destroy the reply already sent.
-    fn done(&self, draining: bool) -> bool {
-        let idle = self.conn.open_requests() == 0
-            && self.out.is_empty()
-            && self.stalled.is_none()
-            && !self.conn.is_discarding();
-        idle && (self.close_when_idle || draining)
-    }
-
-    /// When an idle connection is to be closed; `None` while a request is in progress, or for
-    /// the inherited connection (closing it would end the process).
-    fn idle_deadline(&mut self) -> Option<Instant> {
-        let timeout = self.ctx.config.idle_timeout?;
-        let idle = self.conn.open_requests() == 0
-            && !self.conn.is_discarding()
-            && self.out.is_empty()
-            && self.stalled.is_none()
-            && *self.peer != Peer::Inherited;
-        if !idle {
-            self.idle_since = None;
-            return None;
-        }
-        Some(*self.idle_since.get_or_insert_with(Instant::now) + timeout)
-    }
-
-    /// The socket is read again after a stall: requests waiting for their params get a fresh
-    /// params clock.
-    fn resume_after_stall(&mut self) {
-        if self.stalled.is_none() {
-            self.conn.restart_params_clock(Instant::now());
-        }
-    }
-
-    /// Parses and handles every whole record in the read buffer, then hands over the requests
-    /// that were completed.
-    fn process_input(&mut self) -> Result<(), DriveError> {
-        let now = Instant::now();
-        while self.stalled.is_none() {
-            let Some(record) = Record::parse(&mut self.rbuf)? else {
-                break;
-            };
-            trace!(record_type = ?record.record_type, id = record.request_id, len = record.content.len(), "record");
-            match self.conn.handle_record(record, now, &mut self.out.tail)? {
-                None => {}
-                Some(Event::Request(head)) => self.pending.push(Pending {
-                    head,
-                    shared: Arc::new(Shared::default()),
-                    chunks: VecDeque::new(),
-                    bytes: 0,
-                    complete: false,
-                }),
-                Some(Event::Stdin { id, data }) => self.on_stdin(id, data),
-                Some(Event::StdinEnd { id }) => self.on_stdin_end(id),
-                Some(Event::Abort { id }) => self.on_abort(id),
-                Some(Event::Refused {
-                    id,
-                    reason,
-                    keep_conn,
-                }) => {
-                    if !keep_conn {
-                        self.close_when_idle = true;
-                    }
-                    match reason {
-                        Refusal::UnknownRole(role) => {
-                            warn!(peer = %self.peer, id, ?role, "refusing request: only the Responder role is served")
-                        }
-                        Refusal::TooManyRequests => warn!(
-                            peer = %self.peer, id,
-                            limit = self.ctx.config.max_requests_per_connection,
-                            "refusing request: too many requests on one connection (FCGI_OVERLOADED)"
-                        ),
-                        Refusal::ParamsTooLarge => warn!(
-                            peer = %self.peer, id,
-                            limit = self.ctx.config.max_params_bytes,
-                            "refusing request: its params exceed max_params_bytes (FCGI_OVERLOADED)"
-                        ),
-                    }
-                }
-            }
-        }
-        self.dispatch_pending();
-        Ok(())
-    }
-
-    fn on_stdin(&mut self, id: u16, data: Bytes) {
-        if let Some(i) = self.pending.iter().position(|p| p.head.id == id) {
-            let p = &mut self.pending[i];
-            if p.bytes + data.len() <= INLINE_BODY_BYTES {
-                p.bytes += data.len();
-                p.chunks.push_back(data);
-                return;
-            }
-            // A large body: hand the request over now and stream the rest.
-            let p = self.pending.swap_remove(i);
-            self.dispatch(p);
-        }
-        let Some(a) = self.active.iter_mut().find(|a| a.id == id) else {
-            return;
-        };
-        let Some(tx) = &a.body_tx else {
-            return;
-        };
-        match tx.try_send(data) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(data)) => {
-                trace!(id, "body buffer full: pausing reads");
-                self.stalled = Some(Stalled {
-                    id,
-                    tx: tx.clone(),
-                    data,
-                });
-            }
-            // The handler does not want the rest of its body.
-            Err(mpsc::error::TrySendError::Closed(_)) => a.body_tx = None,
-        }
-    }
-
-    fn on_stdin_end(&mut self, id: u16) {
-        if let Some(p) = self.pending.iter_mut().find(|p| p.head.id == id) {
-            p.complete = true;
-        } else if let Some(a) = self.active.iter_mut().find(|a| a.id == id) {
-            a.shared.set(Shared::STDIN_DONE);
-            a.body_tx = None;
-        }
-    }
-
-    fn on_abort(&mut self, id: u16) {
-        debug!(id, "request aborted by the web server");
-        if let Some(p) = self.pending.iter_mut().find(|p| p.head.id == id) {
-            p.shared.set(Shared::ABORTED);
-        } else if let Some(a) = self.active.iter_mut().find(|a| a.id == id) {
-            a.shared.set(Shared::ABORTED);
-            a.body_tx = None;
-        }
-    }
-
-    /// Hands over the requests assembled in this batch, in the order they arrived.
-    fn dispatch_pending(&mut self) {
-        let mut pending = std::mem::take(&mut self.pending);
-        for p in pending.drain(..) {
-            self.dispatch(p);
-        }
-        // Keep the allocation for the next batch.
-        self.pending = pending;
-    }
-
-    fn dispatch(&mut self, p: Pending) {
-        let id = p.head.id;
-        // Inline only when nothing else could need the driver while the request runs: its whole
-        // body is here and no other request is in progress.
-        let inline_fd = self.inline_fd.filter(|_| {
-            p.complete && self.active.is_empty() && self.stalled.is_none() && !p.shared.is_failed()
-        });
-        let (rx, body_tx) = if p.complete {
-            p.shared.set(Shared::STDIN_DONE);
-            (None, None)
-        } else if p.shared.is_failed() {
-            // Aborted before it was handed over: no more body will come. A channel whose
-            // sender is gone makes the handler's next read say so instead of waiting.
-            let (_, rx) = mpsc::channel(1);
-            (Some(rx), None)
-        } else {
-            let (tx, rx) = mpsc::channel(self.ctx.config.body_buffer_records.max(1));
-            (Some(rx), Some(tx))
-        };
-        let body = Body::new(p.chunks, rx, p.shared.clone());
-        let response = Response::new(
-            id,
-            self.tx.clone(),
-            self.budget.clone(),
-            self.max_permits,
-            p.shared.clone(),
-        );
-        // What the connection has to send already goes out ahead of the response.
-        #[cfg(unix)]
-        let direct = inline_fd.map(|fd| {
-            Arc::new(crate::direct::Direct::new(
-                fd,
-                std::mem::take(&mut self.out),
-            ))
-        });
-        #[cfg(unix)]
-        let response = match &direct {
-            Some(d) => response.with_direct(d.clone()),
-            None => response,
-        };
-        #[cfg(not(unix))]
-        let _ = inline_fd;
-        self.active.push(Active {
-            id,
-            shared: p.shared,
-            body_tx,
-        });
-        let request = Request {
-            id,
-            role: p.head.role,
-            keep_conn: p.head.keep_conn,
-            params: p.head.params,
-            body,
-            response,
-        };
-        let _span = tracing::debug_span!("request", id).entered();
-        #[cfg(unix)]
-        if let Some(direct) = direct {
-            // A panic must not skip the revoke below (the fd would stay in the writer's hands).
-            let given_back = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.ctx.handler.handle_inline(request)
-            }))
-            .unwrap_or_else(|_| {
-                tracing::error!("a panic while running a request inline (the request was ended)");
-                None
-            });
-            // What the socket did not take yet is ours to send, ahead of anything later.
-            let (rest, stderr_written) = direct.revoke();
-            self.out.append(rest);
-            if stderr_written {
-                self.conn.note_stderr(id);
-            }
-            if let Some(request) = given_back {
-                self.ctx.handler.handle(request);
-            }
-            return;
-        }
-        self.ctx.handler.handle(request);
-    }
-
-    fn on_outgoing(&mut self, msg: Outgoing) {
-        match msg {
-            Outgoing::Stdout { id, data, permits } => {
-                self.budget.add_permits(permits as usize);
-                if self.writable(id) {
-                    self.out.push_stream(RecordType::Stdout, id, data);
-                }
-            }
-            Outgoing::Stderr { id, data, permits } => {
-                self.budget.add_permits(permits as usize);
-                if self.writable(id) {
-                    self.conn.note_stderr(id);
-                    self.out.push_stream(RecordType::Stderr, id, data);
-                }
-            }
-            Outgoing::End {
-                id,
-                app_status,
-                written,
-            } => {
-                if let Some(i) = self.active.iter().position(|a| a.id == id) {
-                    self.active.swap_remove(i);
-                }
-                // A body record held back for this request is moot now (its handler may keep
-                // the Body alive and never read it): drop it and read on.
-                if self.stalled.as_ref().is_some_and(|s| s.id == id) {
-                    self.stalled = None;
-                    self.resume_after_stall();
-                    // Records already read wait behind it.
-                    self.parse_again = true;
-                }
-                // Written already by an inline request's thread: only the state is updated.
-                let outcome = if written {
-                    self.conn.request_ended(id)
-                } else {
-                    self.conn.end_request(id, app_status, &mut self.out.tail)
-                };
-                if let Some(outcome) = outcome {
-                    if outcome.close_connection {
-                        self.close_when_idle = true;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Output of an aborted request is dropped: the web server no longer wants it.
-    fn writable(&self, id: u16) -> bool {
-        self.active
-            .iter()
-            .find(|a| a.id == id)
-            .is_some_and(|a| !a.shared.is_failed())
-    }
-}
-
-async fn write_some<W: AsyncWrite + Unpin>(wr: &mut W, out: &OutBuf) -> io::Result<usize> {
-    let mut slices = [IoSlice::new(&[]); 32];
-    let n = out.slices(&mut slices);
-    wr.write_vectored(&slices[..n]).await
-}
-
-async fn room(stalled: &Option<Stalled>) {
-    if let Some(s) = stalled {
-        // A closed channel also resolves: the data is then dropped by the caller.
-        let _ = s.tx.reserve().await;
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    if let Some(d) = deadline {
-        tokio::time::sleep_until(d.into()).await;
     }
 }

@@ -171,13 +171,7 @@ impl Shared {
     }
 
     /// Runs one request on the current (attached) thread: environ, app call, response, finish.
-    pub(crate) fn dispatch(
-        &self,
-        py: Python<'_>,
-        params: Params,
-        body: Body,
-        mut response: Response,
-    ) {
+    pub(crate) fn dispatch(&self, py: Python<'_>, params: Params, body: Body, response: Response) {
         let app = match self.app(py) {
             Ok(app) => app,
             Err(err) => {
@@ -186,12 +180,7 @@ impl Shared {
                 } else {
                     LOAD_FAILED_500.to_owned()
                 };
-                send_whole(
-                    py,
-                    &mut response,
-                    error_page("500 Internal Server Error", &body),
-                );
-                response.finish(0);
+                response.finish_with(error_page("500 Internal Server Error", &body), 0);
                 return;
             }
         };
@@ -202,12 +191,10 @@ impl Shared {
         if let (Some(len), Some(max)) = (content_length, self.limits.max_body_bytes) {
             if len > max {
                 tracing::warn!("request body of {len} bytes refused (max_body_bytes is {max})");
-                send_whole(
-                    py,
-                    &mut response,
+                response.finish_with(
                     error_page("413 Payload Too Large", "413 Payload Too Large\n"),
+                    0,
                 );
-                response.finish(0);
                 return;
             }
         }
@@ -238,12 +225,8 @@ impl Shared {
         if let Ok(mut input) = input.try_borrow_mut() {
             input.release();
         }
-        let response = start
-            .try_borrow_mut()
-            .ok()
-            .and_then(|mut s| s.take_response());
-        if let Some(response) = response {
-            response.finish(match outcome {
+        if let Ok(mut start) = start.try_borrow_mut() {
+            start.finish(match outcome {
                 Outcome::Complete | Outcome::ErrorResponse => 0,
                 Outcome::Truncated | Outcome::ClientGone => 1,
             });
@@ -254,14 +237,6 @@ impl Shared {
 /// What a visitor sees when the handler cannot be loaded and debug_responses is off.
 const LOAD_FAILED_500: &str =
     "500 Internal Server Error\n\nThe application could not be loaded. The details are in the server's log.\n";
-
-/// Writes a complete response without the interpreter's help, waiting (detached) if the
-/// connection's buffer is full.
-fn send_whole(py: Python<'_>, response: &mut Response, data: bytes::Bytes) {
-    if let Err(fastcgi::TryWriteError::Full(data)) = response.try_write(data) {
-        let _ = py.detach(|| response.blocking_write(data));
-    }
-}
 
 /// The running bridge: a `fastcgi::Handler`.
 pub struct Bridge {

@@ -149,7 +149,7 @@ impl Pool {
             Ok(()) => return,
             Err(refused) => refused,
         };
-        let (_, _, mut response) = request.into_parts();
+        let (_, _, response) = request.into_parts();
         let (status, log) = match refused {
             Refused::Full => (
                 "503 Service Unavailable",
@@ -158,9 +158,7 @@ impl Pool {
             Refused::Closed => ("503 Service Unavailable", "request refused with 503: shutting down"),
         };
         tracing::warn!("{log}");
-        // Nothing else was written, so the buffer has room; if not, END_REQUEST alone follows.
-        let _ = response.try_write(error_page(status, "503 Service Unavailable\n"));
-        response.finish(0);
+        response.finish_with(error_page(status, "503 Service Unavailable\n"), 0);
     }
 
     /// Closes the queue, waits up to `grace` for the threads to finish what was queued.

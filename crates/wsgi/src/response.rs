@@ -3,7 +3,10 @@
 //! non-empty chunk), `wsgi.file_wrapper`, and the error responses.
 //!
 //! Writes go through `Response::try_write`; only when the connection's outgoing buffer is full
-//! does a write detach from the interpreter to wait in `blocking_write` (the backpressure).
+//! does a write detach from the interpreter to wait in `blocking_write` (the backpressure). The
+//! last piece of a response, when it is known to be the last (the one chunk of `return [body]`,
+//! the end of a list, an error page), is kept and handed to `Response::finish_with`, so that it
+//! can leave with the end of the request.
 
 use bytes::Bytes;
 #[cfg(unix)]
@@ -146,6 +149,8 @@ pub struct StartResponse {
     head: Option<Vec<u8>>,
     head_sent: bool,
     gone: Option<WriteError>,
+    /// The last piece of the response, kept for [`StartResponse::finish`].
+    last: Option<Bytes>,
 }
 
 impl StartResponse {
@@ -155,6 +160,7 @@ impl StartResponse {
             head: None,
             head_sent: false,
             gone: None,
+            last: None,
         }
     }
 
@@ -162,25 +168,42 @@ impl StartResponse {
         self.head_sent
     }
 
-    pub fn take_response(&mut self) -> Option<Response> {
-        self.response.take()
+    /// Ends the request with what was kept as the last piece; `false` if it had ended already.
+    pub fn finish(&mut self, app_status: u32) -> bool {
+        let last = self.last.take().unwrap_or_default();
+        match self.response.take() {
+            Some(response) => {
+                response.finish_with(last, app_status);
+                true
+            }
+            None => false,
+        }
     }
 
-    /// Writes one piece, detaching only if the connection's buffer is full. `last`: the end of
-    /// the response follows at once (see `Response::try_write_last`).
+    /// Writes one piece, detaching only if the connection's buffer is full. `last`: nothing
+    /// follows it; it is kept to go out with the end of the request.
     fn write_raw(&mut self, py: Python<'_>, data: Bytes, last: bool) -> Result<(), SendError> {
         if let Some(e) = self.gone {
             return Err(SendError::Gone(e));
         }
+        if let Some(kept) = self.last.take() {
+            // Something followed after all (cannot happen in the paths that keep a last piece,
+            // but order must hold whatever they become): send the kept piece first.
+            self.write_raw(py, kept, false)?;
+        }
         let Some(response) = self.response.as_mut() else {
             return Err(SendError::Gone(WriteError::ConnectionClosed));
         };
-        let attempt = if last {
-            response.try_write_last(data)
-        } else {
-            response.try_write(data)
-        };
-        let result = match attempt {
+        if response.is_aborted() {
+            let e = WriteError::Aborted;
+            self.gone = Some(e);
+            return Err(SendError::Gone(e));
+        }
+        if last {
+            self.last = Some(data);
+            return Ok(());
+        }
+        let result = match response.try_write(data) {
             Ok(()) => Ok(()),
             Err(TryWriteError::Full(data)) => py.detach(|| response.blocking_write(data)),
             Err(TryWriteError::Failed(e)) => Err(e),
@@ -203,14 +226,6 @@ impl StartResponse {
         }
         self.head_sent = true;
         Some(head)
-    }
-
-    /// Whether the response is written straight to the socket (an inline request), where
-    /// knowing the last chunk saves a send.
-    pub fn writes_directly(&self) -> bool {
-        self.response
-            .as_ref()
-            .is_some_and(Response::writes_directly)
     }
 
     /// Sends a body chunk (the head first if not yet sent). Empty chunks send nothing.
@@ -457,15 +472,12 @@ fn send_iterable(
             return busy(start.try_borrow_mut())?.send_chunk_as(py, &list.get_item(0)?, true);
         }
     }
-    // Where writes go straight to the socket, the last chunk of an iterator that knows its
-    // length (a list's or tuple's; Django's HttpResponse iterates a list) goes out with the end.
-    // An app thread inside write() right now holds the borrow: no hint then (the loop below
-    // reports that case as the RuntimeError it is).
-    let direct = start.try_borrow().is_ok_and(|s| s.writes_directly());
+    // The last chunk of an iterator that knows its length (a list's or tuple's; Django's
+    // HttpResponse iterates a list) goes out with the end.
     let mut iter = iterable.try_iter()?;
     while let Some(chunk) = iter.next() {
         let chunk = chunk?;
-        let last = direct && remaining(&iter) == Some(0);
+        let last = remaining(&iter) == Some(0);
         busy(start.try_borrow_mut())?.send_chunk_as(py, &chunk, last)?;
     }
     Ok(())
