@@ -221,7 +221,7 @@ impl<S: Starter> LazyBridge<S> {
                         error!("this process cannot start Python again: recycle the app pool or restart wfcgi after fixing the cause");
                     }
                     for request in pending {
-                        reply(&runtime, request, Rejection::Failed(failure.clone()));
+                        reply(request, Rejection::Failed(failure.clone()));
                     }
                 }
             }
@@ -240,7 +240,7 @@ impl<S: Starter> LazyBridge<S> {
             {
                 error!("{}", failure.message);
                 for request in pending {
-                    reply(&self.runtime, request, Rejection::Failed(failure.clone()));
+                    reply(request, Rejection::Failed(failure.clone()));
                 }
             }
         }
@@ -264,7 +264,7 @@ impl<S: Starter> fastcgi::Handler for LazyBridge<S> {
                 );
                 self.spawn_start(appl_physical_path);
             }
-            Admit::Reject(request, why) => reply(&self.runtime, request, why),
+            Admit::Reject(request, why) => reply(request, why),
         }
     }
 
@@ -289,7 +289,7 @@ fn path_from_param(bytes: &[u8]) -> PathBuf {
 }
 
 /// The CGI response for a rejected request.
-pub(crate) fn rejection_response(why: &Rejection) -> Vec<u8> {
+pub(crate) fn rejection_response(why: &Rejection) -> Bytes {
     let (status, body) = match why {
         Rejection::Busy => (
             "503 Service Unavailable",
@@ -307,22 +307,13 @@ pub(crate) fn rejection_response(why: &Rejection) -> Vec<u8> {
             "500 Internal Server Error\n\nThe application could not be started. The details are in the server's log (WSGI_LOG).\n".to_string(),
         ),
     };
-    format!(
-        "Status: {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+    wsgi::error_page(status, &body)
 }
 
-fn reply(runtime: &tokio::runtime::Handle, request: fastcgi::Request, why: Rejection) {
-    let (_params, _body, mut response) = request.into_parts();
-    let data = Bytes::from(rejection_response(&why));
-    runtime.spawn(async move {
-        // Nothing to do if the web server is gone: the request is over either way.
-        if response.write(data).await.is_ok() {
-            response.finish(0);
-        }
-    });
+/// Answers a rejected request; never waits (the web server being gone ends it either way).
+fn reply(request: fastcgi::Request, why: Rejection) {
+    let (_params, _body, response) = request.into_parts();
+    response.finish_with(rejection_response(&why), 0);
 }
 
 #[cfg(test)]
@@ -406,7 +397,7 @@ mod tests {
 
     #[test]
     fn responses() {
-        let text = |why| String::from_utf8(rejection_response(&why)).expect("utf-8");
+        let text = |why| String::from_utf8(rejection_response(&why).to_vec()).expect("utf-8");
         let hidden = text(Rejection::Failed(Arc::new(StartFailure {
             message: "secret path".to_string(),
             retryable: true,

@@ -173,9 +173,9 @@ impl EnvironTemplate {
                 .and_then(|bucket| bucket.iter().find(|(k, _)| *k == name));
             let key = match interned {
                 Some((_, key)) => key.bind(py).clone(),
-                None => latin1(py, name),
+                None => crate::ffi::decode_latin1(py, name),
             };
-            environ.set_item(key, latin1(py, value))?;
+            environ.set_item(key, crate::ffi::decode_latin1(py, value))?;
         }
         environ.set_item(intern!(py, "wsgi.input"), input)?;
         if seen.https {
@@ -227,24 +227,15 @@ impl EnvironTemplate {
                 path = &path[prefix.len()..];
             }
         }
-        environ.set_item(intern!(py, "PATH_INFO"), latin1(py, path))?;
-        environ.set_item(intern!(py, "SCRIPT_NAME"), latin1(py, script))?;
+        environ.set_item(
+            intern!(py, "PATH_INFO"),
+            crate::ffi::decode_latin1(py, path),
+        )?;
+        environ.set_item(
+            intern!(py, "SCRIPT_NAME"),
+            crate::ffi::decode_latin1(py, script),
+        )?;
         Ok(())
-    }
-}
-
-/// PEP 3333 native string: each byte is the code point of the same value.
-fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
-    // CPython's own latin-1 decoder: one pass over the bytes, the exact PEP 3333 mapping (every
-    // byte is the code point of the same value) and no intermediate Rust string.
-    let len = pyo3::ffi::Py_ssize_t::try_from(bytes.len()).expect("a param fits in isize");
-    // SAFETY: the pointer and length describe `bytes`, which outlives the call; a null `errors`
-    // means "strict", and latin-1 decoding cannot fail except on memory exhaustion.
-    unsafe {
-        let ptr = pyo3::ffi::PyUnicode_DecodeLatin1(bytes.as_ptr().cast(), len, std::ptr::null());
-        Bound::from_owned_ptr_or_err(py, ptr)
-            .expect("latin-1 decoding never fails")
-            .cast_into_unchecked()
     }
 }
 

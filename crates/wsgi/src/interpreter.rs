@@ -4,12 +4,11 @@
 //! The interpreter is started once per process and never finalised (pyo3 does not call
 //! `Py_Finalize`); [`flush_std_streams`] is what shutdown does instead.
 
-use std::ffi::CStr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyList};
 
 use crate::config::VenvSetting;
 use crate::StartError;
@@ -153,19 +152,19 @@ pub fn initialize(venv: Option<&VenvSetting>) -> Result<(), StartError> {
             previous: previous.clone(),
         });
     }
-    if pyconfig::is_initialized() {
+    if crate::ffi::is_initialized() {
         // Someone else (an embedding test harness) started it: use it as it is.
         *started = Some(wanted);
         return Ok(());
     }
     let executable = match (&layout, venv) {
         (Some(VenvLayout::Venv { root, executable }), Some(setting)) => {
-            check_venv_version(setting, root, &pyconfig::linked_version())?;
+            check_venv_version(setting, root, &crate::ffi::linked_version())?;
             executable.clone()
         }
         _ => PathBuf::from(BUILD_PYTHON),
     };
-    pyconfig::start(&executable).map_err(|message| StartError::Interpreter {
+    crate::ffi::start(&executable).map_err(|message| StartError::Interpreter {
         executable: executable.clone(),
         message,
     })?;
@@ -229,7 +228,7 @@ pub fn python_info(py: Python<'_>) -> PyResult<PythonInfo> {
         executable: get("executable")?,
         prefix: get("prefix")?,
         base_prefix: get("base_prefix")?,
-        library: pyconfig::library_path(),
+        library: crate::ffi::library_path(),
     })
 }
 
@@ -247,123 +246,35 @@ pub fn flush_std_streams(py: Python<'_>) {
 
 /// The linked libpython's `Py_GetVersion()` (safe before initialisation).
 pub fn linked_version() -> String {
-    pyconfig::linked_version()
+    crate::ffi::linked_version()
 }
 
-/// All PyConfig FFI lives here.
-mod pyconfig {
-    use super::*;
-    use pyo3::ffi;
-    use std::mem::MaybeUninit;
-
-    pub(super) fn is_initialized() -> bool {
-        // SAFETY: Py_IsInitialized may be called at any time, before or after initialisation.
-        unsafe { ffi::Py_IsInitialized() != 0 }
+/// `sys.path[0] = app_dir` (absolute, unlike wfastcgi's `'.'`, so that a later chdir by the
+/// app cannot change where imports come from), then `python_path` appended in order.
+pub(crate) fn prepare_sys_path(
+    py: Python<'_>,
+    app_dir: &std::path::Path,
+    extra: &[PathBuf],
+) -> PyResult<()> {
+    let path = py.import("sys")?.getattr("path")?.cast_into::<PyList>()?;
+    let app_dir = app_dir.to_string_lossy();
+    while let Some(i) = path
+        .iter()
+        .position(|p| p.extract::<String>().is_ok_and(|p| p == app_dir))
+    {
+        path.del_item(i)?;
     }
-
-    pub(super) fn linked_version() -> String {
-        // SAFETY: Py_GetVersion returns a pointer to a static NUL-terminated string and is
-        // documented as callable before Py_Initialize.
-        let version = unsafe { CStr::from_ptr(ffi::Py_GetVersion()) };
-        version.to_string_lossy().into_owned()
-    }
-
-    /// Py_InitializeFromConfig with `executable` set and no signal handlers (the binary owns
-    /// signals), then PyEval_SaveThread so that the calling thread does not hold the GIL.
-    pub(super) fn start(executable: &Path) -> Result<(), String> {
-        let mut config = MaybeUninit::<ffi::PyConfig>::uninit();
-        // SAFETY: PyConfig_InitPythonConfig fully initialises the struct it is given.
-        unsafe { ffi::PyConfig_InitPythonConfig(config.as_mut_ptr()) };
-        // SAFETY: initialised just above.
-        let mut config = unsafe { config.assume_init() };
-        config.install_signal_handlers = 0;
-        let status = set_executable(&mut config, executable);
-        // SAFETY: PyStatus_Exception only reads the status value it is given.
-        if unsafe { ffi::PyStatus_Exception(status) } != 0 {
-            // SAFETY: config was initialised by PyConfig_InitPythonConfig; after a failed setter
-            // it is still valid for PyConfig_Clear.
-            unsafe { ffi::PyConfig_Clear(&mut config) };
-            return Err(status_message(status, "setting PyConfig.executable failed"));
-        }
-        // SAFETY: config is a fully initialised PyConfig; the interpreter is not initialised
-        // (checked by the caller under the STARTED lock).
-        let status = unsafe { ffi::Py_InitializeFromConfig(&config) };
-        // SAFETY: config is no longer needed; Py_InitializeFromConfig copied what it keeps.
-        unsafe { ffi::PyConfig_Clear(&mut config) };
-        // SAFETY: status is a plain value returned above.
-        if unsafe { ffi::PyStatus_Exception(status) } != 0 {
-            return Err(status_message(status, "Py_InitializeFromConfig failed"));
-        }
-        // SAFETY: this thread holds the GIL after a successful initialisation; releasing it
-        // lets every other thread attach. The thread state is kept by the interpreter.
-        unsafe { ffi::PyEval_SaveThread() };
-        Ok(())
-    }
-
-    #[cfg(unix)]
-    fn set_executable(config: &mut ffi::PyConfig, executable: &Path) -> ffi::PyStatus {
-        use std::os::unix::ffi::OsStrExt;
-        let bytes = std::ffi::CString::new(executable.as_os_str().as_bytes())
-            .unwrap_or_else(|_| c"python3".to_owned());
-        let config: *mut ffi::PyConfig = config;
-        // SAFETY: config points to an initialised PyConfig; the field pointer is derived from
-        // it; bytes is NUL-terminated and outlives the call (Python copies it).
-        unsafe {
-            ffi::PyConfig_SetBytesString(config, &raw mut (*config).executable, bytes.as_ptr())
+    path.insert(0, app_dir.as_ref())?;
+    for dir in extra {
+        let dir = dir.to_string_lossy();
+        if !path
+            .iter()
+            .any(|p| p.extract::<String>().is_ok_and(|p| p == dir))
+        {
+            path.append(dir.as_ref())?;
         }
     }
-
-    #[cfg(windows)]
-    fn set_executable(config: &mut ffi::PyConfig, executable: &Path) -> ffi::PyStatus {
-        use std::os::windows::ffi::OsStrExt;
-        let wide: Vec<u16> = executable
-            .as_os_str()
-            .encode_wide()
-            .chain(std::iter::once(0))
-            .collect();
-        let config: *mut ffi::PyConfig = config;
-        // SAFETY: as on unix; wchar_t is u16 on Windows and wide is NUL-terminated.
-        unsafe { ffi::PyConfig_SetString(config, &raw mut (*config).executable, wide.as_ptr()) }
-    }
-
-    fn status_message(status: ffi::PyStatus, fallback: &str) -> String {
-        let text = |p: *const std::ffi::c_char| {
-            // SAFETY: PyStatus strings are static C strings or null.
-            (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
-        };
-        match (text(status.func), text(status.err_msg)) {
-            (Some(func), Some(msg)) => format!("{func}: {msg}"),
-            (None, Some(msg)) => msg,
-            _ => fallback.to_owned(),
-        }
-    }
-
-    /// The file the dynamic loader resolved `Py_GetVersion` from: the libpython in use.
-    #[cfg(unix)]
-    pub(super) fn library_path() -> Option<PathBuf> {
-        use std::os::unix::ffi::OsStrExt;
-        let mut info = MaybeUninit::<libc::Dl_info>::zeroed();
-        // SAFETY: dladdr only reads the address and fills info; the function pointer is a
-        // valid address inside the loaded libpython (or the executable when linked statically).
-        let found =
-            unsafe { libc::dladdr(ffi::Py_GetVersion as *const libc::c_void, info.as_mut_ptr()) };
-        if found == 0 {
-            return None;
-        }
-        // SAFETY: dladdr returned non-zero, so info is filled; dli_fname may still be null.
-        let info = unsafe { info.assume_init() };
-        if info.dli_fname.is_null() {
-            return None;
-        }
-        // SAFETY: dli_fname is a NUL-terminated string owned by the loader.
-        let name = unsafe { CStr::from_ptr(info.dli_fname) };
-        Some(PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes())))
-    }
-
-    #[cfg(not(unix))]
-    pub(super) fn library_path() -> Option<PathBuf> {
-        None
-    }
+    Ok(())
 }
 
 #[cfg(test)]

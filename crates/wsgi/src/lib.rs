@@ -14,6 +14,8 @@
 //! - [`input`]: `wsgi.input`, streamed from the request body; spooled to disk when large.
 //! - [`response`]: `start_response`, `write()`, header validation, framing, `wsgi.file_wrapper`.
 //! - [`stdio`]: `sys.stdout`/`sys.stderr`/`wsgi.errors` into the log.
+//! - `dispatch`: one request through the app (loading it on first use), on the calling thread.
+//! - `ffi`: every raw CPython call, each behind a safe function with its SAFETY reason.
 //! - `pool`: long-lived Python threads, attached once, detached only while waiting for work.
 //!   All GIL handling is there, plus the `detach` around single blocking waits (more body, a
 //!   full response buffer, a regular file read).
@@ -21,7 +23,9 @@
 #[cfg(test)]
 mod bridge_tests;
 pub mod config;
+mod dispatch;
 pub mod environ;
+mod ffi;
 pub mod input;
 pub mod interpreter;
 pub mod loader;
@@ -32,21 +36,18 @@ pub mod stdio;
 mod testing;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::sync::{MutexExt, PyOnceLock};
 use pyo3::types::PyList;
 
 pub use config::{BridgeConfig, HandlerSetting, SettingSource, VenvSetting};
 pub use interpreter::PythonInfo;
 pub use loader::LoadError;
+pub use response::error_page;
 
-use crate::environ::{EnvironOptions, EnvironTemplate};
-use crate::input::{Input, InputLimits};
-use crate::response::{error_page, Outcome, StartResponse};
+use crate::dispatch::Shared;
 use fastcgi::{Body, Params, Request, Response};
 
 /// Why the bridge could not start. Each message names the setting, the value and the fix.
@@ -113,131 +114,6 @@ pub fn format_exception(py: Python<'_>, err: &PyErr) -> String {
     formatted.unwrap_or_else(|_| format!("{err}"))
 }
 
-/// What every pool thread shares.
-pub(crate) struct Shared {
-    config: BridgeConfig,
-    template: EnvironTemplate,
-    limits: InputLimits,
-    app: PyOnceLock<Py<PyAny>>,
-    /// Held while loading the handler: one thread loads, the others wait (detached).
-    load_lock: Mutex<Option<LoadError>>,
-    /// Incremented per load attempt, so that requests that waited for a failing attempt share
-    /// its error instead of each trying again.
-    load_attempts: AtomicU64,
-}
-
-impl Shared {
-    /// The app, loaded on first use; after a failure the next request tries again.
-    fn app<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyAny>, LoadError> {
-        if let Some(app) = self.app.get(py) {
-            return Ok(app.bind(py).clone());
-        }
-        let seen = self.load_attempts.load(Ordering::Acquire);
-        let mut last_error = self
-            .load_lock
-            .lock_py_attached(py)
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(app) = self.app.get(py) {
-            return Ok(app.bind(py).clone());
-        }
-        if self.load_attempts.load(Ordering::Acquire) != seen {
-            if let Some(err) = last_error.as_ref() {
-                return Err(err.clone());
-            }
-        }
-        self.load_attempts.fetch_add(1, Ordering::AcqRel);
-        match self.config.handler.as_ref() {
-            Some(h) => tracing::info!("loading the WSGI handler {} = {}", h.source, h.path),
-            None => tracing::warn!(
-                "no WSGI handler configured: serving the built-in demo app (set WSGI_HANDLER or --handler)"
-            ),
-        }
-        match loader::load(
-            py,
-            self.config.handler.as_ref(),
-            self.config.alt_handler.as_ref(),
-        ) {
-            Ok(app) => {
-                *last_error = None;
-                let app = self.app.get_or_init(py, || app);
-                Ok(app.bind(py).clone())
-            }
-            Err(err) => {
-                tracing::error!("{}", err.text);
-                *last_error = Some(err.clone());
-                Err(err)
-            }
-        }
-    }
-
-    /// Runs one request on the current (attached) thread: environ, app call, response, finish.
-    pub(crate) fn dispatch(&self, py: Python<'_>, params: Params, body: Body, response: Response) {
-        let app = match self.app(py) {
-            Ok(app) => app,
-            Err(err) => {
-                let body = if self.config.debug_responses {
-                    format!("500 Internal Server Error\n\n{}\n", err.text)
-                } else {
-                    LOAD_FAILED_500.to_owned()
-                };
-                response.finish_with(error_page("500 Internal Server Error", &body), 0);
-                return;
-            }
-        };
-        let content_length = params
-            .get(b"CONTENT_LENGTH")
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if let (Some(len), Some(max)) = (content_length, self.limits.max_body_bytes) {
-            if len > max {
-                tracing::warn!("request body of {len} bytes refused (max_body_bytes is {max})");
-                response.finish_with(
-                    error_page("413 Payload Too Large", "413 Payload Too Large\n"),
-                    0,
-                );
-                return;
-            }
-        }
-        let prepared =
-            Bound::new(py, Input::new(body, content_length, self.limits)).and_then(|input| {
-                let environ = self.template.build(py, params.iter(), input.as_any())?;
-                Ok((
-                    input,
-                    environ,
-                    Bound::new(py, StartResponse::new(response))?,
-                ))
-            });
-        let (input, environ, start) = match prepared {
-            Ok(prepared) => prepared,
-            Err(err) => {
-                // Only an allocation failure gets here; dropping the response ends the request
-                // with app status 1.
-                tracing::error!(
-                    "preparing the request failed:\n{}",
-                    format_exception(py, &err)
-                );
-                return;
-            }
-        };
-        let outcome = response::drive(py, &app, &environ, &start, self.config.debug_responses);
-        // An app thread still using wsgi.input or write() right now keeps them: the body is then
-        // released, and the request ended (by the Response's Drop), when Python frees them.
-        if let Ok(mut input) = input.try_borrow_mut() {
-            input.release();
-        }
-        if let Ok(mut start) = start.try_borrow_mut() {
-            start.finish(match outcome {
-                Outcome::Complete | Outcome::ErrorResponse => 0,
-                Outcome::Truncated | Outcome::ClientGone => 1,
-            });
-        }
-    }
-}
-
-/// What a visitor sees when the handler cannot be loaded and debug_responses is off.
-const LOAD_FAILED_500: &str =
-    "500 Internal Server Error\n\nThe application could not be loaded. The details are in the server's log.\n";
-
 /// The running bridge: a `fastcgi::Handler`.
 pub struct Bridge {
     shared: Arc<Shared>,
@@ -268,30 +144,9 @@ impl Bridge {
             })?;
         interpreter::initialize(config.venv.as_ref())?;
         let shared = Python::attach(|py| -> PyResult<Shared> {
-            prepare_sys_path(py, &app_dir, &config.python_path)?;
+            interpreter::prepare_sys_path(py, &app_dir, &config.python_path)?;
             stdio::install(py)?;
-            let options = EnvironOptions {
-                multithread: config.threads > 1,
-                multiprocess: config.multiprocess,
-                script_name: config.script_name.clone(),
-                allow_path_info_for_script_mappings: config.allow_path_info_for_script_mappings,
-            };
-            let errors = Bound::new(py, stdio::LogWriter::new(stdio::Stream::WsgiErrors))?;
-            let wrapper = py.get_type::<response::FileWrapper>();
-            let template =
-                EnvironTemplate::new(py, options, errors.into_any(), wrapper.into_any())?;
-            let limits = InputLimits {
-                spool_threshold: config.spool_threshold,
-                max_body_bytes: config.max_body_bytes,
-            };
-            Ok(Shared {
-                config,
-                template,
-                limits,
-                app: PyOnceLock::new(),
-                load_lock: Mutex::new(None),
-                load_attempts: AtomicU64::new(0),
-            })
+            Shared::new(py, config)
         })
         .map_err(|err| StartError::Python(Python::attach(|py| format_exception(py, &err))))?;
         let shared = Arc::new(shared);
@@ -334,28 +189,4 @@ impl fastcgi::Handler for Bridge {
         pool::run_inline(&self.shared, request);
         None
     }
-}
-
-/// `sys.path[0] = app_dir` (absolute, unlike wfastcgi's `'.'`, so that a later chdir by the
-/// app cannot change where imports come from), then `python_path` appended in order.
-fn prepare_sys_path(py: Python<'_>, app_dir: &std::path::Path, extra: &[PathBuf]) -> PyResult<()> {
-    let path = py.import("sys")?.getattr("path")?.cast_into::<PyList>()?;
-    let app_dir = app_dir.to_string_lossy();
-    while let Some(i) = path
-        .iter()
-        .position(|p| p.extract::<String>().is_ok_and(|p| p == app_dir))
-    {
-        path.del_item(i)?;
-    }
-    path.insert(0, app_dir.as_ref())?;
-    for dir in extra {
-        let dir = dir.to_string_lossy();
-        if !path
-            .iter()
-            .any(|p| p.extract::<String>().is_ok_and(|p| p == dir))
-        {
-            path.append(dir.as_ref())?;
-        }
-    }
-    Ok(())
 }

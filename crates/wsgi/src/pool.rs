@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
+use crate::dispatch::Shared;
 use crate::response::error_page;
-use crate::Shared;
 use fastcgi::Request;
 
 /// Python threads get the stack size of a main thread: deep recursion (template engines, ORMs)
@@ -204,14 +204,7 @@ pub(crate) fn run_inline(shared: &Shared, request: Request) {
     }
     HAS_THREAD_STATE.with(|has| {
         if !has.get() {
-            // SAFETY: the interpreter is initialised (a Bridge exists). PyGILState_Ensure
-            // creates this thread's state and takes the GIL; PyEval_SaveThread releases the GIL
-            // and leaves the state registered with a count of one, which is never released, so
-            // later PyGILState_Ensure calls (Python::attach) reuse it.
-            unsafe {
-                pyo3::ffi::PyGILState_Ensure();
-                pyo3::ffi::PyEval_SaveThread();
-            }
+            crate::ffi::keep_thread_state();
             has.set(true);
         }
     });

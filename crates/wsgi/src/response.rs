@@ -477,22 +477,10 @@ fn send_iterable(
     let mut iter = iterable.try_iter()?;
     while let Some(chunk) = iter.next() {
         let chunk = chunk?;
-        let last = remaining(&iter) == Some(0);
+        let last = crate::ffi::length_hint(&iter) == Some(0);
         busy(start.try_borrow_mut())?.send_chunk_as(py, &chunk, last)?;
     }
     Ok(())
-}
-
-/// What `__length_hint__` says is left in an iterator, without raising when it has none.
-fn remaining(iter: &Bound<'_, pyo3::types::PyIterator>) -> Option<usize> {
-    // SAFETY: a valid object pointer, with the GIL held (a Bound).
-    let n = unsafe { pyo3::ffi::PyObject_LengthHint(iter.as_ptr(), -1) };
-    if n < 0 {
-        // -1: no hint; if __length_hint__ raised, that is not the app's business here.
-        let _ = PyErr::take(iter.py());
-        return None;
-    }
-    Some(n as usize)
 }
 
 /// The file_wrapper fast path: a regular file is read (`pread` from its current position) and

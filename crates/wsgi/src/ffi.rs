@@ -1,0 +1,162 @@
+//! Every raw CPython (and loader) call of the bridge, each behind a safe function with the
+//! reason it is sound. The rest of the crate uses pyo3's safe API only.
+
+use std::ffi::CStr;
+use std::mem::MaybeUninit;
+use std::path::{Path, PathBuf};
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyIterator, PyString};
+
+// ---------------------------------------------------------------- start-up (PyConfig)
+
+pub(crate) fn is_initialized() -> bool {
+    // SAFETY: Py_IsInitialized may be called at any time, before or after initialisation.
+    unsafe { ffi::Py_IsInitialized() != 0 }
+}
+
+pub(crate) fn linked_version() -> String {
+    // SAFETY: Py_GetVersion returns a pointer to a static NUL-terminated string and is
+    // documented as callable before Py_Initialize.
+    let version = unsafe { CStr::from_ptr(ffi::Py_GetVersion()) };
+    version.to_string_lossy().into_owned()
+}
+
+/// Py_InitializeFromConfig with `executable` set and no signal handlers (the binary owns
+/// signals), then PyEval_SaveThread so that the calling thread does not hold the GIL.
+pub(crate) fn start(executable: &Path) -> Result<(), String> {
+    let mut config = MaybeUninit::<ffi::PyConfig>::uninit();
+    // SAFETY: PyConfig_InitPythonConfig fully initialises the struct it is given.
+    unsafe { ffi::PyConfig_InitPythonConfig(config.as_mut_ptr()) };
+    // SAFETY: initialised just above.
+    let mut config = unsafe { config.assume_init() };
+    config.install_signal_handlers = 0;
+    let status = set_executable(&mut config, executable);
+    // SAFETY: PyStatus_Exception only reads the status value it is given.
+    if unsafe { ffi::PyStatus_Exception(status) } != 0 {
+        // SAFETY: config was initialised by PyConfig_InitPythonConfig; after a failed setter
+        // it is still valid for PyConfig_Clear.
+        unsafe { ffi::PyConfig_Clear(&mut config) };
+        return Err(status_message(status, "setting PyConfig.executable failed"));
+    }
+    // SAFETY: config is a fully initialised PyConfig; the interpreter is not initialised
+    // (checked by the caller under the STARTED lock).
+    let status = unsafe { ffi::Py_InitializeFromConfig(&config) };
+    // SAFETY: config is no longer needed; Py_InitializeFromConfig copied what it keeps.
+    unsafe { ffi::PyConfig_Clear(&mut config) };
+    // SAFETY: status is a plain value returned above.
+    if unsafe { ffi::PyStatus_Exception(status) } != 0 {
+        return Err(status_message(status, "Py_InitializeFromConfig failed"));
+    }
+    // SAFETY: this thread holds the GIL after a successful initialisation; releasing it
+    // lets every other thread attach. The thread state is kept by the interpreter.
+    unsafe { ffi::PyEval_SaveThread() };
+    Ok(())
+}
+
+#[cfg(unix)]
+fn set_executable(config: &mut ffi::PyConfig, executable: &Path) -> ffi::PyStatus {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = std::ffi::CString::new(executable.as_os_str().as_bytes())
+        .unwrap_or_else(|_| c"python3".to_owned());
+    let config: *mut ffi::PyConfig = config;
+    // SAFETY: config points to an initialised PyConfig; the field pointer is derived from
+    // it; bytes is NUL-terminated and outlives the call (Python copies it).
+    unsafe { ffi::PyConfig_SetBytesString(config, &raw mut (*config).executable, bytes.as_ptr()) }
+}
+
+#[cfg(windows)]
+fn set_executable(config: &mut ffi::PyConfig, executable: &Path) -> ffi::PyStatus {
+    use std::os::windows::ffi::OsStrExt;
+    let wide: Vec<u16> = executable
+        .as_os_str()
+        .encode_wide()
+        .chain(std::iter::once(0))
+        .collect();
+    let config: *mut ffi::PyConfig = config;
+    // SAFETY: as on unix; wchar_t is u16 on Windows and wide is NUL-terminated.
+    unsafe { ffi::PyConfig_SetString(config, &raw mut (*config).executable, wide.as_ptr()) }
+}
+
+fn status_message(status: ffi::PyStatus, fallback: &str) -> String {
+    let text = |p: *const std::ffi::c_char| {
+        // SAFETY: PyStatus strings are static C strings or null.
+        (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    };
+    match (text(status.func), text(status.err_msg)) {
+        (Some(func), Some(msg)) => format!("{func}: {msg}"),
+        (None, Some(msg)) => msg,
+        _ => fallback.to_owned(),
+    }
+}
+
+/// The file the dynamic loader resolved `Py_GetVersion` from: the libpython in use.
+#[cfg(unix)]
+pub(crate) fn library_path() -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut info = MaybeUninit::<libc::Dl_info>::zeroed();
+    // SAFETY: dladdr only reads the address and fills info; the function pointer is a
+    // valid address inside the loaded libpython (or the executable when linked statically).
+    let found =
+        unsafe { libc::dladdr(ffi::Py_GetVersion as *const libc::c_void, info.as_mut_ptr()) };
+    if found == 0 {
+        return None;
+    }
+    // SAFETY: dladdr returned non-zero, so info is filled; dli_fname may still be null.
+    let info = unsafe { info.assume_init() };
+    if info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: dli_fname is a NUL-terminated string owned by the loader.
+    let name = unsafe { CStr::from_ptr(info.dli_fname) };
+    Some(PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes())))
+}
+
+#[cfg(not(unix))]
+pub(crate) fn library_path() -> Option<PathBuf> {
+    None
+}
+
+// ---------------------------------------------------------------- per request
+
+/// PEP 3333 native string: each byte is the code point of the same value, by CPython's own
+/// latin-1 decoder (one pass over the bytes, no intermediate Rust string).
+pub(crate) fn decode_latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
+    let len = ffi::Py_ssize_t::try_from(bytes.len()).expect("a param fits in isize");
+    // SAFETY: the pointer and length describe `bytes`, which outlives the call; a null `errors`
+    // means "strict", and latin-1 decoding cannot fail except on memory exhaustion. The result
+    // is a new reference to a str (checked by from_owned_ptr_or_err for null).
+    unsafe {
+        let ptr = ffi::PyUnicode_DecodeLatin1(bytes.as_ptr().cast(), len, std::ptr::null());
+        Bound::from_owned_ptr_or_err(py, ptr)
+            .expect("latin-1 decoding never fails")
+            .cast_into_unchecked()
+    }
+}
+
+/// What `__length_hint__` says is left in an iterator, without raising when it has none.
+pub(crate) fn length_hint(iter: &Bound<'_, PyIterator>) -> Option<usize> {
+    // SAFETY: a valid object pointer, with the GIL held (a Bound).
+    let n = unsafe { ffi::PyObject_LengthHint(iter.as_ptr(), -1) };
+    if n < 0 {
+        // -1: no hint; if __length_hint__ raised, that is not the app's business here.
+        let _ = PyErr::take(iter.py());
+        return None;
+    }
+    Some(n as usize)
+}
+
+/// Gives the calling thread a Python thread state for the rest of its life, without holding
+/// the GIL: later `Python::attach` calls on it only take the GIL (no thread state created and
+/// destroyed per request, ~8 us). Call once per thread, with the interpreter initialised.
+pub(crate) fn keep_thread_state() {
+    // SAFETY: the interpreter is initialised (the caller's contract: a Bridge exists).
+    // PyGILState_Ensure creates this thread's state and takes the GIL; PyEval_SaveThread
+    // releases the GIL and leaves the state registered with a count of one, which is never
+    // released, so later PyGILState_Ensure calls (Python::attach) reuse it.
+    unsafe {
+        ffi::PyGILState_Ensure();
+        ffi::PyEval_SaveThread();
+    }
+}
