@@ -240,6 +240,7 @@ mod tests {
 #[cfg(all(test, unix))]
 mod lent_tests {
     use super::*;
+    use crate::transport::tests::count_until_eof;
     use std::io::Read;
     use std::os::unix::net::UnixStream;
 
@@ -296,17 +297,7 @@ mod lent_tests {
             lent.write(RecordType::Stdout, 1, Bytes::from_static(b"next"), false),
             Outcome::WouldBlock(_)
         ));
-        let reader = std::thread::spawn(move || {
-            let mut total = 0;
-            let mut buf = vec![0; 65536];
-            while let Ok(n) = (&b).read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                total += n;
-            }
-            total
-        });
+        let reader = std::thread::spawn(move || count_until_eof(&b));
         assert!(matches!(
             lent.write(RecordType::Stderr, 1, Bytes::from_static(b"next"), true),
             Outcome::Done

@@ -148,7 +148,7 @@ mod unix {
 }
 
 #[cfg(all(test, unix))]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::protocol::RecordType;
     use bytes::Bytes;
@@ -161,6 +161,19 @@ mod tests {
         Writer::for_fd(s.as_raw_fd())
     }
 
+    /// Reads `s` to its end on the calling thread; the number of bytes read.
+    pub(crate) fn count_until_eof(mut s: &UnixStream) -> usize {
+        let mut total = 0;
+        let mut buf = vec![0; 65536];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        total
+    }
+
     #[test]
     fn sends_without_waiting_until_full_then_waits_when_asked() {
         let (a, b) = UnixStream::pair().unwrap();
@@ -169,17 +182,7 @@ mod tests {
         out.push_stream(RecordType::Stdout, 1, Bytes::from(vec![7u8; 4 << 20]));
         w.send(&mut out, false).unwrap();
         assert!(!out.is_empty(), "a socket buffer is far smaller than 4 MiB");
-        let reader = std::thread::spawn(move || {
-            let mut total = 0;
-            let mut buf = vec![0; 65536];
-            while let Ok(n) = (&b).read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                total += n;
-            }
-            total
-        });
+        let reader = std::thread::spawn(move || count_until_eof(&b));
         w.send(&mut out, true).unwrap();
         assert!(out.is_empty());
         drop(a);

@@ -130,7 +130,7 @@ pub(super) fn log_level(value: &Value, r: &mut Resolution<'_>) -> Result<(), Set
 pub(super) fn listen(value: &Value, r: &mut Resolution<'_>) -> Result<(), SettingsError> {
     let fix = || {
         format!(
-            "give HOST:PORT, [IPv6]:PORT or unix:/path, e.g. {}",
+            "give HOST:PORT or unix:/path, e.g. {}",
             table::default_value(WFCGI_LISTEN)
         )
     };

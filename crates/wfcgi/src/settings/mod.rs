@@ -1208,7 +1208,7 @@ mod tests {
             ("socket mode too big", Case { flags: &[(WFCGI_SOCKET_MODE, "7777")], web: NONE, env: NONE },
              "invalid --socket-mode \"7777\" (command line): above 0777. Fix: use octal permissions such as 0660 (owner and group read/write)"),
             ("listen empty", Case { flags: &[], web: NONE, env: &[(WFCGI_LISTEN, " , ")] },
-             "invalid WFCGI_LISTEN \" , \" (environment variable): no address. Fix: give HOST:PORT, [IPv6]:PORT or unix:/path, e.g. 127.0.0.1:9000"),
+             "invalid WFCGI_LISTEN \" , \" (environment variable): no address. Fix: give HOST:PORT or unix:/path, e.g. 127.0.0.1:9000"),
             ("restart regex", Case { flags: &[], web: &[(WSGI_RESTART_FILE_REGEX, "(?<=a)b")], env: NONE },
              "invalid WSGI_RESTART_FILE_REGEX \"(?<=a)b\" (web.config /site/web.config line 3): not a valid regular expression: regex parse error:\n    ^(?:(?<=a)b)\n        ^^^^\nerror: look-around, including look-ahead and look-behind, is not supported. Fix: wfcgi uses Rust regex syntax (no look-around or back-references); leave it empty to disable restarts"),
             ("empty handler", Case { flags: &[], web: &[(WSGI_HANDLER, " ")], env: NONE },
@@ -1337,7 +1337,7 @@ mod tests {
         .to_string();
         assert_eq!(
             e,
-            "invalid WFCGI_LISTEN \"127.0.0.1:9000,localhost\" (web.config /site/web.config line 3): \"localhost\": there is no port. Fix: give HOST:PORT, [IPv6]:PORT or unix:/path, e.g. 127.0.0.1:9000"
+            "invalid WFCGI_LISTEN \"127.0.0.1:9000,localhost\" (web.config /site/web.config line 3): \"localhost\": there is no port. Fix: give HOST:PORT or unix:/path, e.g. 127.0.0.1:9000"
         );
     }
 }

@@ -141,6 +141,20 @@ const fn switch(long: &'static str) -> Option<Flag> {
     })
 }
 
+/// wfastcgi's two ptvsd settings, both obsolete alike.
+const fn obsolete_ptvsd(name: &'static str) -> Setting {
+    Setting {
+        name,
+        flag: None,
+        default: Default::Text("none"),
+        help:
+            "obsolete (ptvsd remote debugging): ignored with a warning; debugpy support is planned",
+        doc: "Ignored with a warning: ptvsd is obsolete. debugpy support is planned.",
+        wfastcgi: "wfastcgi enabled ptvsd remote debugging.",
+        apply: Apply::Each(apply::obsolete_ptvsd),
+    }
+}
+
 /// Every setting, in the order `--help` and docs/configuration.md list them and in which they
 /// are applied (so in which their warnings are logged).
 pub(crate) const SETTINGS: &[Setting] = &[
@@ -386,24 +400,8 @@ pub(crate) const SETTINGS: &[Setting] = &[
         wfastcgi: "Same.",
         apply: Apply::Rule("resolve_handler_and_venv"),
     },
-    Setting {
-        name: WSGI_PTVSD_SECRET,
-        flag: None,
-        default: Default::Text("none"),
-        help: "obsolete (ptvsd remote debugging): ignored with a warning; debugpy support is planned",
-        doc: "Ignored with a warning: ptvsd is obsolete. debugpy support is planned.",
-        wfastcgi: "wfastcgi enabled ptvsd remote debugging.",
-        apply: Apply::Each(apply::obsolete_ptvsd),
-    },
-    Setting {
-        name: WSGI_PTVSD_ADDRESS,
-        flag: None,
-        default: Default::Text("none"),
-        help: "obsolete (ptvsd remote debugging): ignored with a warning; debugpy support is planned",
-        doc: "Ignored with a warning: ptvsd is obsolete. debugpy support is planned.",
-        wfastcgi: "wfastcgi enabled ptvsd remote debugging.",
-        apply: Apply::Each(apply::obsolete_ptvsd),
-    },
+    obsolete_ptvsd(WSGI_PTVSD_SECRET),
+    obsolete_ptvsd(WSGI_PTVSD_ADDRESS),
     Setting {
         name: APPINSIGHTS,
         flag: None,
