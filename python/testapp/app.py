@@ -290,6 +290,7 @@ def imports(environ, start_response):
 def sys_info(environ, start_response):
     return _json(start_response, {
         "version": sys.version,
+        "platform": sys.platform,
         "executable": sys.executable,
         "prefix": sys.prefix,
         "base_prefix": sys.base_prefix,

@@ -53,7 +53,10 @@ impl Writer {
         #[cfg(unix)]
         return unix::send(self.0 .0, out, wait);
         #[cfg(not(unix))]
-        match self.0 {}
+        {
+            let _ = (out, wait);
+            match self.0 {}
+        }
     }
 }
 

@@ -2,13 +2,16 @@
 //! an in-process FastCGI server with a small Rust handler ([`TestServer`]), a blocking FastCGI
 //! client that speaks raw records ([`Client`], on `fastcgi::client`), real peers that nobody here
 //! wrote ([`peers`]: nginx, `cgi-fcgi`), the real `wfcgi` binary as a child process ([`wfcgi`]),
-//! scratch directories, and child processes ([`process`]: signals, exits, `/proc`).
+//! scratch directories, child processes ([`process`]: signals, exits, `/proc`), and the real
+//! `wfcgi.exe` under Wine ([`wine`]).
 
 pub mod peers;
 #[cfg(unix)]
 pub mod process;
 #[cfg(unix)]
 pub mod wfcgi;
+#[cfg(unix)]
+pub mod wine;
 
 pub use peers::TempDir;
 #[cfg(unix)]

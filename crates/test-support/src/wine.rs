@@ -1,0 +1,169 @@
+//! The Windows side of the suite: the real `wfcgi.exe` (cross-built for x86_64-pc-windows-gnu)
+//! with the official Windows CPython embedded, run under Wine. `scripts/setup-windows-env`
+//! installs and builds everything used here, under `.windows/`.
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::peers::{free_port, repo};
+
+const WINDOWS_HINT: &str = "run scripts/setup-windows-env (Wine, mingw-w64, the Rust target \
+     x86_64-pc-windows-gnu, the Windows CPython, and wfcgi.exe; scripts/test runs it)";
+
+/// Where setup-windows-env put things.
+pub struct WindowsEnv {
+    root: PathBuf,
+}
+
+impl WindowsEnv {
+    /// The installed environment; panics with what to run when something is missing.
+    pub fn get() -> WindowsEnv {
+        let env = WindowsEnv {
+            root: repo().join(".windows"),
+        };
+        for needed in [
+            env.python_home().join("python313.dll"),
+            env.root.join("shim/bcryptprimitives.dll"),
+            env.root.join("prefix/system.reg"),
+            wfcgi_exe(),
+        ] {
+            assert!(
+                needed.exists(),
+                "{} is missing: {WINDOWS_HINT}",
+                needed.display()
+            );
+        }
+        env
+    }
+
+    /// The embeddable CPython's folder (python313.dll, python313.zip, python.exe).
+    pub fn python_home(&self) -> PathBuf {
+        self.root.join("cp313")
+    }
+
+    /// `wine PROGRAM` with this environment's prefix, and the CPython and the shim DLL on the
+    /// Windows PATH (as a machine with Python installed would have them).
+    pub fn command(&self, program: &Path) -> Command {
+        let mut cmd = Command::new("wine");
+        cmd.arg(program)
+            .env("WINEPREFIX", self.root.join("prefix"))
+            .env("WINEDEBUG", "-all")
+            .env("WINEDLLOVERRIDES", "mscoree,mshtml=")
+            .env(
+                "WINEPATH",
+                format!(
+                    "{};{}",
+                    windows_path(&self.python_home()),
+                    windows_path(&self.root.join("shim"))
+                ),
+            );
+        cmd
+    }
+}
+
+/// `target/x86_64-pc-windows-gnu/debug/wfcgi.exe`.
+pub fn wfcgi_exe() -> PathBuf {
+    repo().join("target/x86_64-pc-windows-gnu/debug/wfcgi.exe")
+}
+
+/// A Unix path as Wine's `Z:` drive shows it.
+pub fn windows_path(path: &Path) -> String {
+    format!("Z:{}", path.display()).replace('/', "\\")
+}
+
+/// A Windows program running under Wine, its output collected; killed on drop.
+pub struct WineProcess {
+    child: Child,
+    output: Arc<Mutex<Vec<u8>>>,
+    pub port: Option<u16>,
+}
+
+impl WineProcess {
+    /// Starts `cmd` with stdin from /dev/null and stdout/stderr into pipes (CPython under
+    /// Wine 8 cannot start with a regular file as a standard handle).
+    pub fn spawn(mut cmd: Command) -> WineProcess {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start wine");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        for pipe in [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                let mut pipe = pipe;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    output.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+        WineProcess {
+            child,
+            output,
+            port: None,
+        }
+    }
+
+    /// `wfcgi.exe serve --listen 127.0.0.1:PORT ARGS...`, once the port accepts.
+    pub fn serve(env: &WindowsEnv, args: &[&str]) -> WineProcess {
+        let port = free_port();
+        let mut cmd = env.command(&wfcgi_exe());
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(args);
+        let mut process = WineProcess::spawn(cmd);
+        process.port = Some(port);
+        // Wine's first start in a prefix, and CPython's import of its zipped stdlib, take
+        // seconds on this machine.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = process.child.try_wait() {
+                panic!(
+                    "wfcgi.exe exited ({status}) before listening; output:\n{}",
+                    process.output()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wfcgi.exe did not listen on {port}; output:\n{}",
+                process.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        process
+    }
+
+    /// Everything it wrote to stdout and stderr so far.
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port.expect("a serving process"))
+    }
+}
+
+impl Drop for WineProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
