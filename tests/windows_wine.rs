@@ -1,8 +1,9 @@
 //! The real `wfcgi.exe`, cross-built for Windows with the official Windows CPython 3.13
 //! embedded, run under Wine (`scripts/setup-windows-env` installs and builds all of it).
 //!
-//! Today it serves over TCP (`wfcgi.exe serve`); IIS's ways of starting it (the named pipe on
-//! stdin, Tcp mode, the shutdown event) are the next tests here.
+//! `wfcgi.exe serve` over TCP, and `wfcgi.exe` started as IIS starts it in its default
+//! NamedPipe mode (crates/iis-sim plays IIS): the named pipe's server end as standard input,
+//! no standard output or error. IIS's Tcp mode and its shutdown event are still to come.
 
 #![cfg(unix)]
 
@@ -56,4 +57,57 @@ fn wfcgi_exe_serves_the_test_app_with_windows_cpython() {
     let echoed = client.request(2, &wsgi_params("POST", "/echo", ""), &body);
     assert_eq!(echoed.status(), 200);
     assert_eq!(echoed.body(), &body[..]);
+}
+
+#[test]
+fn wfcgi_exe_serves_the_named_pipe_iis_hands_it() {
+    let env = WindowsEnv::get();
+    let dir = test_support::TempDir::new("wine-iis");
+    let log = dir.path().join("wfcgi.log");
+    let app_dir = windows_path(&repo().join("python"));
+    let log_arg = windows_path(&log);
+    let mut iis = WineProcess::as_iis(
+        &env,
+        &[
+            "--app-dir",
+            &app_dir,
+            "--handler",
+            "testapp.app.application",
+            "--log-file",
+            &log_arg,
+        ],
+    );
+    let mut client = Client::connect(iis.addr().parse().unwrap());
+    // Several requests over the one kept connection, as IIS sends them.
+    for _ in 0..3 {
+        let hello = get(&mut client, "/hello");
+        assert_eq!(hello.status(), 200, "{}", iis.output());
+        assert_eq!(hello.body(), b"Hello, World!");
+    }
+    let body = test_support::pattern(0, 300_000);
+    let echoed = client.request(1, &wsgi_params("POST", "/echo", ""), &body);
+    assert_eq!(echoed.body(), &body[..]);
+    let failed = get(&mut client, "/raise-before");
+    assert_eq!(failed.status(), 500);
+    assert_eq!(get(&mut client, "/hello").body(), b"Hello, World!");
+
+    // IIS closing the pipe ends the process, cleanly; with no console, the log file has it all.
+    drop(client);
+    let status = iis.wait_exit(std::time::Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        iis.output()
+    );
+    assert!(
+        iis.output().contains("the program exited with 0"),
+        "{}",
+        iis.output()
+    );
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(logged.contains("named pipe on standard input"), "{logged}");
+    assert!(
+        logged.contains("Traceback"),
+        "the /raise-before traceback: {logged}"
+    );
 }

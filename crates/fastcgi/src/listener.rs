@@ -132,6 +132,10 @@ pub enum Listener {
     },
     /// One connection handed over already connected; `None` once it has been taken.
     Connected(Option<Stream>),
+    /// IIS's NamedPipe mode: the server end of a named pipe instance, handed over as standard
+    /// input; the web server connects (or has connected) its client end. `None` once taken.
+    #[cfg(windows)]
+    Pipe(Option<tokio::net::windows::named_pipe::NamedPipeServer>),
 }
 
 impl Listener {
@@ -180,20 +184,20 @@ impl Listener {
         inherited::take_fd0()
     }
 
-    /// On Windows, IIS hands over a named pipe (or, in its Tcp mode, a listening socket) as the
-    /// standard input handle. Neither transport exists yet: say so rather than fail obscurely.
+    /// On Windows, IIS hands over a named pipe (its default, NamedPipe mode) as the standard
+    /// input handle; its Tcp mode (a listening socket) is not implemented yet and says so.
+    /// Must be called inside the Tokio runtime that will serve it.
     #[cfg(windows)]
     pub fn from_stdin() -> io::Result<Listener> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "serving the standard input handle (IIS's named pipe or Tcp mode) is not implemented \
-             on Windows yet; use `wfcgi serve --listen 127.0.0.1:9000` behind a web server that \
-             connects over TCP",
-        ))
+        inherited_windows::take_stdin()
     }
 
     /// Whether this listener yields one connection only (after which the server is done).
     pub fn is_single_connection(&self) -> bool {
+        #[cfg(windows)]
+        if matches!(self, Listener::Pipe(_)) {
+            return true;
+        }
         matches!(self, Listener::Connected(_))
     }
 
@@ -216,6 +220,15 @@ impl Listener {
                 Some(s) => Ok((s, Peer::Inherited)),
                 None => std::future::pending().await,
             },
+            #[cfg(windows)]
+            Listener::Pipe(pipe) => match pipe.take() {
+                Some(server) => {
+                    // Ok at once when the web server connected first (ERROR_PIPE_CONNECTED).
+                    server.connect().await?;
+                    Ok((Stream::Pipe(server), Peer::Inherited))
+                }
+                None => std::future::pending().await,
+            },
         }
     }
 
@@ -232,6 +245,8 @@ impl Listener {
                 None => "unix:(inherited)".into(),
             },
             Listener::Connected(_) => "fd0 (connected)".into(),
+            #[cfg(windows)]
+            Listener::Pipe(_) => "the named pipe on standard input (IIS NamedPipe mode)".into(),
         }
     }
 }
@@ -276,6 +291,9 @@ pub enum Stream {
     Tcp(TcpStream),
     #[cfg(unix)]
     Unix(UnixStream),
+    /// The server end of IIS's named pipe.
+    #[cfg(windows)]
+    Pipe(tokio::net::windows::named_pipe::NamedPipeServer),
 }
 
 impl Stream {
@@ -286,6 +304,14 @@ impl Stream {
             Stream::Tcp(s) => Stream::Tcp(TcpStream::from_std(s.into_std()?)?),
             #[cfg(unix)]
             Stream::Unix(s) => Stream::Unix(UnixStream::from_std(s.into_std()?)?),
+            // A handle belongs to one completion port for its life: it cannot move runtimes.
+            #[cfg(windows)]
+            Stream::Pipe(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "a named pipe cannot move to another runtime",
+                ))
+            }
         })
     }
 }
@@ -310,6 +336,8 @@ impl AsyncRead for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             #[cfg(unix)]
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(windows)]
+            Stream::Pipe(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -324,6 +352,8 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             #[cfg(unix)]
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(windows)]
+            Stream::Pipe(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -336,6 +366,8 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             #[cfg(unix)]
             Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            #[cfg(windows)]
+            Stream::Pipe(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -348,6 +380,8 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             #[cfg(unix)]
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(windows)]
+            Stream::Pipe(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -356,7 +390,63 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             #[cfg(unix)]
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(windows)]
+            Stream::Pipe(s) => Pin::new(s).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(windows)]
+mod inherited_windows {
+    //! The standard input handle as IIS passes it. All the unsafe Win32 FFI of the listener is
+    //! here.
+    use super::*;
+    use std::os::windows::io::RawHandle;
+    use tokio::net::windows::named_pipe::NamedPipeServer;
+    use windows_sys::Win32::Foundation::{HANDLE, INVALID_HANDLE_VALUE};
+    use windows_sys::Win32::System::Console::{GetStdHandle, STD_INPUT_HANDLE};
+    use windows_sys::Win32::System::Pipes::{SetNamedPipeHandleState, PIPE_READMODE_BYTE};
+
+    pub(super) fn take_stdin() -> io::Result<Listener> {
+        // SAFETY: GetStdHandle only reads the process's standard handle table.
+        let handle: HANDLE = unsafe { GetStdHandle(STD_INPUT_HANDLE) };
+        if handle.is_null() || handle == INVALID_HANDLE_VALUE {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "there is no standard input handle: `wfcgi` alone is started by IIS, with its \
+                 named pipe as standard input; to listen on an address, run `wfcgi serve`",
+            ));
+        }
+        // libfcgi's test: setting the read mode succeeds on a named pipe and fails (error 6,
+        // invalid handle) on a socket.
+        let mode = PIPE_READMODE_BYTE;
+        // SAFETY: `handle` is this process's standard input; `mode` outlives the call; the
+        // other two arguments may be null.
+        let is_pipe =
+            unsafe { SetNamedPipeHandleState(handle, &mode, std::ptr::null(), std::ptr::null()) }
+                != 0;
+        if !is_pipe {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "standard input is not a named pipe: IIS's Tcp mode (protocol=\"Tcp\", a \
+                 listening socket) is not implemented yet. Fix: use IIS's default NamedPipe \
+                 protocol, or `wfcgi serve --listen 127.0.0.1:9000`",
+            ));
+        }
+        // SAFETY: the handle is the server end of a named pipe, owned by this process from now
+        // on (nothing else uses standard input); tokio takes ownership and registers it with
+        // the current runtime's completion port.
+        let server =
+            unsafe { NamedPipeServer::from_raw_handle(handle as RawHandle) }.map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot serve the named pipe on standard input: {e} (it must be opened \
+                         for overlapped I/O, as IIS does)"
+                    ),
+                )
+            })?;
+        Ok(Listener::Pipe(Some(server)))
     }
 }
 

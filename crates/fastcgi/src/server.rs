@@ -288,7 +288,10 @@ async fn accept_loop(mut listener: Listener, ctx: Arc<Context>, permits: Arc<Sem
         ctx.tracker.connections.fetch_add(1, Ordering::AcqRel);
         let release = Release(ctx.clone(), Some(permit));
         let span = tracing::info_span!("conn", %peer);
-        if single && ctx.handler.serves_inline() {
+        // Inline needs a writer for the transport (none for the Windows pipe yet): otherwise
+        // the connection is driven on the runtime like any other.
+        if single && ctx.handler.serves_inline() && transport::Writer::for_stream(&stream).is_some()
+        {
             // The connection went with the closure: if the thread cannot start, dropping the
             // closure released it, and there is nothing left to serve.
             let drive = move |stream, writer| {

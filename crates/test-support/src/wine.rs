@@ -30,6 +30,7 @@ impl WindowsEnv {
             env.root.join("shim/bcryptprimitives.dll"),
             env.root.join("prefix/system.reg"),
             wfcgi_exe(),
+            iis_sim_exe(),
         ] {
             assert!(
                 needed.exists(),
@@ -68,6 +69,11 @@ impl WindowsEnv {
 /// `target/x86_64-pc-windows-gnu/debug/wfcgi.exe`.
 pub fn wfcgi_exe() -> PathBuf {
     repo().join("target/x86_64-pc-windows-gnu/debug/wfcgi.exe")
+}
+
+/// `target/x86_64-pc-windows-gnu/debug/iis-sim.exe`.
+pub fn iis_sim_exe() -> PathBuf {
+    repo().join("target/x86_64-pc-windows-gnu/debug/iis-sim.exe")
 }
 
 /// A Unix path as Wine's `Z:` drive shows it.
@@ -129,26 +135,59 @@ impl WineProcess {
         let mut cmd = env.command(&wfcgi_exe());
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(args);
-        let mut process = WineProcess::spawn(cmd);
-        process.port = Some(port);
-        // Wine's first start in a prefix, and CPython's import of its zipped stdlib, take
-        // seconds on this machine.
+        WineProcess::spawn(cmd).listening(port, "wfcgi.exe", None)
+    }
+
+    /// `wfcgi.exe ARGS...` started as IIS starts it in NamedPipe mode, by `iis-sim.exe`
+    /// (crates/iis-sim), which relays 127.0.0.1:PORT to the pipe; once the port accepts.
+    pub fn as_iis(env: &WindowsEnv, args: &[&str]) -> WineProcess {
+        let port = free_port();
+        let mut cmd = env.command(&iis_sim_exe());
+        cmd.arg(port.to_string())
+            .arg(windows_path(&wfcgi_exe()))
+            .args(args);
+        // iis-sim takes one connection only: a probe would be it. It says when it listens.
+        WineProcess::spawn(cmd).listening(port, "iis-sim.exe", Some("iis-sim: listening on"))
+    }
+
+    /// Waits until `port` accepts (or, with `says`, until the output says so). Wine's first
+    /// start in a prefix, and CPython's import of its zipped stdlib, take seconds here.
+    fn listening(mut self, port: u16, what: &str, says: Option<&str>) -> WineProcess {
+        self.port = Some(port);
         let deadline = Instant::now() + Duration::from_secs(90);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = process.child.try_wait() {
+        let ready = |p: &WineProcess| match says {
+            Some(text) => p.output().contains(text),
+            None => TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        };
+        while !ready(&self) {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
-                    "wfcgi.exe exited ({status}) before listening; output:\n{}",
-                    process.output()
+                    "{what} exited ({status}) before listening; output:\n{}",
+                    self.output()
                 );
             }
             assert!(
                 Instant::now() < deadline,
-                "wfcgi.exe did not listen on {port}; output:\n{}",
-                process.output()
+                "{what} did not listen on {port}; output:\n{}",
+                self.output()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        process
+        self
+    }
+
+    /// Waits for the process to exit: its status, or `None` after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Everything it wrote to stdout and stderr so far.

@@ -1,0 +1,193 @@
+//! Starts a FastCGI program the way IIS does in its default NamedPipe mode, for the Windows
+//! suite (run under Wine), and relays one TCP connection to it so that a test on the Linux
+//! side can speak FastCGI to it:
+//!
+//! ```text
+//! iis-sim PORT PROGRAM [ARGS...]
+//! ```
+//!
+//! It creates a duplex named pipe instance (overlapped, inheritable) with raw Win32 calls (a
+//! pipe made by tokio's `ServerOptions` would be bound to this process's completion port and
+//! break the child), connects its client end first, as IIS does, and starts PROGRAM with
+//! `CreateProcessW`: standard input the pipe's server end, standard output and error
+//! `INVALID_HANDLE_VALUE`. Then it listens on 127.0.0.1:PORT, takes one connection, copies
+//! bytes both ways until either side closes, closes the pipe (the program sees the end of its
+//! connection, as when IIS recycles it), waits for the program and exits with its exit code.
+//! Facts behind each step: ../shared/reference/windows-under-wine.md.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    #[cfg(windows)]
+    return windows::main();
+    #[cfg(not(windows))]
+    {
+        eprintln!("iis-sim: runs on Windows only (the test suite runs it under Wine)");
+        ExitCode::from(2)
+    }
+}
+
+#[cfg(windows)]
+mod windows {
+    use std::process::ExitCode;
+
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::windows::named_pipe::ClientOptions;
+    use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, INVALID_HANDLE_VALUE};
+    use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
+    use windows_sys::Win32::Storage::FileSystem::{FILE_FLAG_OVERLAPPED, PIPE_ACCESS_DUPLEX};
+    use windows_sys::Win32::System::Pipes::{
+        CreateNamedPipeW, PIPE_READMODE_BYTE, PIPE_TYPE_BYTE, PIPE_WAIT,
+    };
+    use windows_sys::Win32::System::Threading::{
+        CreateProcessW, GetExitCodeProcess, WaitForSingleObject, INFINITE, PROCESS_INFORMATION,
+        STARTF_USESTDHANDLES, STARTUPINFOW,
+    };
+
+    fn wide(text: &str) -> Vec<u16> {
+        text.encode_utf16().chain(std::iter::once(0)).collect()
+    }
+
+    /// A command line as `CommandLineToArgvW` splits it back (enough for paths and flags).
+    fn command_line(args: &[String]) -> String {
+        args.iter()
+            .map(|a| {
+                if a.is_empty() || a.contains([' ', '\t', '"']) {
+                    format!("\"{}\"", a.replace('"', "\\\""))
+                } else {
+                    a.clone()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    pub(crate) fn main() -> ExitCode {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let (Some(port), Some(_)) = (
+            args.first().and_then(|p| p.parse::<u16>().ok()),
+            args.get(1),
+        ) else {
+            eprintln!("usage: iis-sim PORT PROGRAM [ARGS...]");
+            return ExitCode::from(2);
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        match runtime.block_on(run(port, &args[1..])) {
+            Ok(code) => ExitCode::from(code as u8),
+            Err(e) => {
+                eprintln!("iis-sim: {e}");
+                ExitCode::from(2)
+            }
+        }
+    }
+
+    async fn run(port: u16, program: &[String]) -> Result<u32, String> {
+        let name = format!(r"\\.\pipe\wfcgi-iis-sim-{}", std::process::id());
+        let name_w = wide(&name);
+        let inherit = SECURITY_ATTRIBUTES {
+            nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
+            lpSecurityDescriptor: std::ptr::null_mut(),
+            bInheritHandle: 1,
+        };
+        // SAFETY: `name_w` is NUL-terminated and `inherit` valid for the call.
+        let server: HANDLE = unsafe {
+            CreateNamedPipeW(
+                name_w.as_ptr(),
+                PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED,
+                PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT,
+                1,
+                65536,
+                65536,
+                0,
+                &inherit,
+            )
+        };
+        if server == INVALID_HANDLE_VALUE {
+            return Err(format!(
+                "CreateNamedPipeW: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        // IIS connects its end before the process reads: ConnectNamedPipe then answers
+        // ERROR_PIPE_CONNECTED.
+        let client = ClientOptions::new()
+            .open(&name)
+            .map_err(|e| format!("opening the client end of {name}: {e}"))?;
+
+        let mut cmdline = wide(&command_line(program));
+        // SAFETY: STARTUPINFOW and PROCESS_INFORMATION are plain data; zero is valid for both.
+        let mut startup: STARTUPINFOW = unsafe { std::mem::zeroed() };
+        startup.cb = std::mem::size_of::<STARTUPINFOW>() as u32;
+        startup.dwFlags = STARTF_USESTDHANDLES;
+        startup.hStdInput = server;
+        startup.hStdOutput = INVALID_HANDLE_VALUE;
+        startup.hStdError = INVALID_HANDLE_VALUE;
+        // SAFETY: as above.
+        let mut process: PROCESS_INFORMATION = unsafe { std::mem::zeroed() };
+        // SAFETY: `cmdline` is a writable NUL-terminated buffer, as CreateProcessW requires;
+        // the structures are valid for the call; handles are inherited (the pipe's server end).
+        let created = unsafe {
+            CreateProcessW(
+                std::ptr::null(),
+                cmdline.as_mut_ptr(),
+                std::ptr::null(),
+                std::ptr::null(),
+                1,
+                0,
+                std::ptr::null(),
+                std::ptr::null(),
+                &startup,
+                &mut process,
+            )
+        };
+        // SAFETY: our copy of the server end is not used again (the child has its own).
+        unsafe { CloseHandle(server) };
+        if created == 0 {
+            return Err(format!(
+                "CreateProcessW: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: the thread handle is not used.
+        unsafe { CloseHandle(process.hThread) };
+        let child = process.hProcess as usize;
+
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(|e| format!("listening on 127.0.0.1:{port}: {e}"))?;
+        println!("iis-sim: listening on 127.0.0.1:{port}");
+        let (tcp, _) = listener
+            .accept()
+            .await
+            .map_err(|e| format!("accept: {e}"))?;
+        drop(listener);
+        tcp.set_nodelay(true).ok();
+        let (mut pipe_rd, mut pipe_wr) = tokio::io::split(client);
+        let (mut tcp_rd, mut tcp_wr) = tcp.into_split();
+        tokio::select! {
+            _ = tokio::io::copy(&mut tcp_rd, &mut pipe_wr) => {}
+            _ = tokio::io::copy(&mut pipe_rd, &mut tcp_wr) => {}
+        }
+        let _ = tcp_wr.shutdown().await;
+        // Closing the client end ends the program's connection.
+        drop((pipe_rd, pipe_wr, tcp_rd, tcp_wr));
+        let code = tokio::task::spawn_blocking(move || {
+            let child = child as HANDLE;
+            let mut code = 0u32;
+            // SAFETY: `child` is the process handle CreateProcessW returned, owned here.
+            unsafe {
+                WaitForSingleObject(child, INFINITE);
+                GetExitCodeProcess(child, &mut code);
+                CloseHandle(child);
+            }
+            code
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        println!("iis-sim: the program exited with {code}");
+        Ok(code)
+    }
+}
