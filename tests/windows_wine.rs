@@ -111,3 +111,61 @@ fn wfcgi_exe_serves_the_named_pipe_iis_hands_it() {
         "the /raise-before traceback: {logged}"
     );
 }
+
+#[test]
+fn without_keep_conn_the_pipe_is_disconnected_and_connected_again() {
+    // cgi-fcgi (Debian's libfcgi-bin) sends each request without FCGI_KEEP_CONN, as libfcgi's
+    // web servers may: wfcgi closes the connection after the response, disconnects its pipe
+    // end and connects it again for the next, in the same process (libfcgi's behaviour).
+    let env = WindowsEnv::get();
+    let dir = test_support::TempDir::new("wine-reconnect");
+    let log = dir.path().join("wfcgi.log");
+    let app_dir = windows_path(&repo().join("python"));
+    let log_arg = windows_path(&log);
+    let mut iis = WineProcess::as_iis(
+        &env,
+        &[
+            "--app-dir",
+            &app_dir,
+            "--handler",
+            "testapp.app.application",
+            "--log-file",
+            &log_arg,
+            "--log-level",
+            "debug",
+        ],
+    );
+    let cgi = [
+        ("REQUEST_METHOD", "GET"),
+        ("PATH_INFO", "/hello"),
+        ("SERVER_NAME", "localhost"),
+        ("SERVER_PORT", "80"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+    ];
+    for _ in 0..3 {
+        let out = test_support::peers::cgi_fcgi(&iis.addr(), &cgi, b"");
+        let text = String::from_utf8_lossy(&out).into_owned();
+        assert!(text.ends_with("Hello, World!"), "{text}\n{}", iis.output());
+    }
+    // Then a web server that keeps its connection, until it closes it: the process ends.
+    let mut client = Client::connect(iis.addr().parse().unwrap());
+    assert_eq!(get(&mut client, "/hello").body(), b"Hello, World!");
+    drop(client);
+    let status = iis.wait_exit(std::time::Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        iis.output()
+    );
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        logged.matches("first request: starting the app").count(),
+        1,
+        "{logged}"
+    );
+    assert_eq!(
+        logged.matches("named pipe disconnected").count(),
+        3,
+        "{logged}"
+    );
+}

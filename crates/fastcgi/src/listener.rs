@@ -133,9 +133,9 @@ pub enum Listener {
     /// One connection handed over already connected; `None` once it has been taken.
     Connected(Option<Stream>),
     /// IIS's NamedPipe mode: the server end of a named pipe instance, handed over as standard
-    /// input; the web server connects (or has connected) its client end. `None` once taken.
+    /// input; the web server connects (or has connected) its client end.
     #[cfg(windows)]
-    Pipe(Option<tokio::net::windows::named_pipe::NamedPipeServer>),
+    Pipe(inherited_windows::PipeListener),
 }
 
 impl Listener {
@@ -201,34 +201,28 @@ impl Listener {
         matches!(self, Listener::Connected(_))
     }
 
-    /// Waits for the next connection. A [`Listener::Connected`] yields its one stream and then
-    /// never again.
-    pub async fn accept(&mut self) -> io::Result<(Stream, Peer)> {
+    /// Waits for the next connection; `None` when there will be no more: a
+    /// [`Listener::Connected`] yields its one stream, the IIS pipe a connection at a time until
+    /// the web server closes it.
+    pub async fn accept(&mut self) -> io::Result<Option<(Stream, Peer)>> {
         match self {
             Listener::Tcp(l) => {
                 let (s, peer) = l.accept().await?;
                 // Responses are written whole; Nagle would only delay the last record.
                 s.set_nodelay(true)?;
-                Ok((Stream::Tcp(s), Peer::Tcp(peer)))
+                Ok(Some((Stream::Tcp(s), Peer::Tcp(peer))))
             }
             #[cfg(unix)]
             Listener::Unix { listener, .. } => {
                 let (s, _) = listener.accept().await?;
-                Ok((Stream::Unix(s), Peer::Unix))
+                Ok(Some((Stream::Unix(s), Peer::Unix)))
             }
-            Listener::Connected(stream) => match stream.take() {
-                Some(s) => Ok((s, Peer::Inherited)),
-                None => std::future::pending().await,
-            },
+            Listener::Connected(stream) => Ok(stream.take().map(|s| (s, Peer::Inherited))),
             #[cfg(windows)]
-            Listener::Pipe(pipe) => match pipe.take() {
-                Some(server) => {
-                    // Ok at once when the web server connected first (ERROR_PIPE_CONNECTED).
-                    server.connect().await?;
-                    Ok((Stream::Pipe(server), Peer::Inherited))
-                }
-                None => std::future::pending().await,
-            },
+            Listener::Pipe(pipe) => Ok(pipe
+                .accept()
+                .await?
+                .map(|conn| (Stream::Pipe(conn), Peer::Inherited))),
         }
     }
 
@@ -291,9 +285,9 @@ pub enum Stream {
     Tcp(TcpStream),
     #[cfg(unix)]
     Unix(UnixStream),
-    /// The server end of IIS's named pipe.
+    /// The server end of IIS's named pipe, one connection of it.
     #[cfg(windows)]
-    Pipe(tokio::net::windows::named_pipe::NamedPipeServer),
+    Pipe(inherited_windows::PipeConn),
 }
 
 impl Stream {
@@ -401,9 +395,11 @@ mod inherited_windows {
     //! The standard input handle as IIS passes it. All the unsafe Win32 FFI of the listener is
     //! here.
     use super::*;
-    use std::os::windows::io::RawHandle;
+    use std::os::windows::io::{AsRawHandle, RawHandle};
     use tokio::net::windows::named_pipe::NamedPipeServer;
+    use tokio::sync::oneshot;
     use windows_sys::Win32::Foundation::{HANDLE, INVALID_HANDLE_VALUE};
+    use windows_sys::Win32::Storage::FileSystem::FlushFileBuffers;
     use windows_sys::Win32::System::Console::{GetStdHandle, STD_INPUT_HANDLE};
     use windows_sys::Win32::System::Pipes::{SetNamedPipeHandleState, PIPE_READMODE_BYTE};
 
@@ -446,7 +442,134 @@ mod inherited_windows {
                     ),
                 )
             })?;
-        Ok(Listener::Pipe(Some(server)))
+        Ok(Listener::Pipe(PipeListener {
+            server: Some(server),
+            back: None,
+        }))
+    }
+
+    /// The pipe instance between connections. A web server may keep one connection for the
+    /// process's life (FCGI_KEEP_CONN: IIS does), or, like libfcgi's peers, have wfcgi close
+    /// it after each request: the instance is then disconnected (once the web server has read
+    /// everything) and connected again for the next.
+    #[derive(Debug)]
+    pub struct PipeListener {
+        /// `None` while a connection has it.
+        server: Option<NamedPipeServer>,
+        /// Where the current connection gives the instance back when it ends.
+        back: Option<oneshot::Receiver<(NamedPipeServer, bool)>>,
+    }
+
+    impl PipeListener {
+        /// The next connection; `None` once the web server has closed its end (the process is
+        /// done, as wfastcgi was at the end of its pipe).
+        pub(super) async fn accept(&mut self) -> io::Result<Option<PipeConn>> {
+            if let Some(back) = self.back.take() {
+                let Ok((server, peer_closed)) = back.await else {
+                    return Ok(None);
+                };
+                if peer_closed {
+                    return Ok(None);
+                }
+                // wfcgi closed the connection (a request without FCGI_KEEP_CONN): let the web
+                // server read all of the response first (DisconnectNamedPipe discards what is
+                // unread), then free the instance for its next connection.
+                let raw = server.as_raw_handle() as usize;
+                // SAFETY: `raw` is the pipe's handle, kept open by `server`, which is not used
+                // until the flush returns.
+                let _ =
+                    tokio::task::spawn_blocking(move || unsafe { FlushFileBuffers(raw as HANDLE) })
+                        .await;
+                server.disconnect()?;
+                tracing::debug!(
+                    "named pipe disconnected after the connection; waiting for the next"
+                );
+                self.server = Some(server);
+            }
+            let Some(server) = self.server.take() else {
+                return Ok(None);
+            };
+            // Ok at once when the web server connected first (ERROR_PIPE_CONNECTED).
+            server.connect().await?;
+            let (tx, rx) = oneshot::channel();
+            self.back = Some(rx);
+            Ok(Some(PipeConn {
+                server: Some(server),
+                peer_closed: false,
+                back: Some(tx),
+            }))
+        }
+    }
+
+    /// One connection on the pipe instance, which goes back to the [`PipeListener`] when the
+    /// connection ends, with whether the web server closed it.
+    #[derive(Debug)]
+    pub struct PipeConn {
+        server: Option<NamedPipeServer>,
+        peer_closed: bool,
+        back: Option<oneshot::Sender<(NamedPipeServer, bool)>>,
+    }
+
+    impl PipeConn {
+        fn pipe(&mut self) -> Pin<&mut NamedPipeServer> {
+            Pin::new(self.server.as_mut().expect("present until drop"))
+        }
+    }
+
+    impl Drop for PipeConn {
+        fn drop(&mut self) {
+            if let (Some(server), Some(back)) = (self.server.take(), self.back.take()) {
+                let _ = back.send((server, self.peer_closed));
+            }
+        }
+    }
+
+    impl AsyncRead for PipeConn {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            let before = buf.filled().len();
+            let result = this.pipe().poll_read(cx, buf);
+            match &result {
+                Poll::Ready(Ok(())) if buf.filled().len() == before && buf.remaining() > 0 => {
+                    this.peer_closed = true;
+                }
+                // A broken pipe is the web server gone too.
+                Poll::Ready(Err(_)) => this.peer_closed = true,
+                _ => {}
+            }
+            result
+        }
+    }
+
+    impl AsyncWrite for PipeConn {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.get_mut().pipe().poll_write(cx, buf)
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            self.get_mut().pipe().poll_write_vectored(cx, bufs)
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.get_mut().pipe().poll_flush(cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            // The pipe stays open for the next connection; the listener disconnects it.
+            self.get_mut().pipe().poll_flush(cx)
+        }
     }
 }
 

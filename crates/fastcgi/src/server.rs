@@ -271,7 +271,9 @@ async fn accept_loop(mut listener: Listener, ctx: Arc<Context>, permits: Arc<Sem
             return;
         };
         let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
+            Ok(Some(accepted)) => accepted,
+            // A single inherited connection taken, or the web server closed the IIS pipe.
+            Ok(None) => return,
             Err(e) => {
                 // EMFILE and friends: say so, back off, keep serving what is open.
                 warn!(error = %e, "accept failed");
@@ -306,7 +308,7 @@ async fn accept_loop(mut listener: Listener, ctx: Arc<Context>, permits: Arc<Sem
             if let Err(e) = transport::spawn_driver_thread(stream, drive) {
                 warn!(error = %e, "cannot start the connection's thread");
             }
-            return;
+            continue;
         }
         tokio::spawn(
             async move {
@@ -317,8 +319,5 @@ async fn accept_loop(mut listener: Listener, ctx: Arc<Context>, permits: Arc<Sem
             }
             .instrument(span),
         );
-        if single {
-            return;
-        }
     }
 }

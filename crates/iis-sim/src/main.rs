@@ -10,9 +10,13 @@
 //! pipe made by tokio's `ServerOptions` would be bound to this process's completion port and
 //! break the child), connects its client end first, as IIS does, and starts PROGRAM with
 //! `CreateProcessW`: standard input the pipe's server end, standard output and error
-//! `INVALID_HANDLE_VALUE`. Then it listens on 127.0.0.1:PORT, takes one connection, copies
-//! bytes both ways until either side closes, closes the pipe (the program sees the end of its
-//! connection, as when IIS recycles it), waits for the program and exits with its exit code.
+//! `INVALID_HANDLE_VALUE`. Then it listens on 127.0.0.1:PORT and relays each TCP connection
+//! to a pipe connection, copying bytes both ways. When the program closes the pipe connection
+//! (after a request without FCGI_KEEP_CONN), the TCP connection is closed and the next one
+//! gets a new pipe connection (the program must have disconnected and reconnected its end, as
+//! libfcgi does). When the TCP client closes and the program keeps its end open for 2 s, the
+//! pipe is closed (the program sees the end of its connection, as when IIS recycles it), and
+//! iis-sim waits for the program and exits with its exit code.
 //! Facts behind each step: ../shared/reference/windows-under-wine.md.
 
 use std::process::ExitCode;
@@ -60,6 +64,23 @@ mod windows {
             })
             .collect::<Vec<_>>()
             .join(" ")
+    }
+
+    /// The client end again, once the program has disconnected and reconnected its end
+    /// (ERROR_PIPE_BUSY until then).
+    async fn open_again(
+        name: &str,
+    ) -> Result<tokio::net::windows::named_pipe::NamedPipeClient, String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match ClientOptions::new().open(name) {
+                Ok(client) => return Ok(client),
+                Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(e) => return Err(format!("the program did not reconnect {name}: {e}")),
+            }
+        }
     }
 
     pub(crate) fn main() -> ExitCode {
@@ -159,21 +180,42 @@ mod windows {
             .await
             .map_err(|e| format!("listening on 127.0.0.1:{port}: {e}"))?;
         println!("iis-sim: listening on 127.0.0.1:{port}");
-        let (tcp, _) = listener
-            .accept()
-            .await
-            .map_err(|e| format!("accept: {e}"))?;
-        drop(listener);
-        tcp.set_nodelay(true).ok();
-        let (mut pipe_rd, mut pipe_wr) = tokio::io::split(client);
-        let (mut tcp_rd, mut tcp_wr) = tcp.into_split();
-        tokio::select! {
-            _ = tokio::io::copy(&mut tcp_rd, &mut pipe_wr) => {}
-            _ = tokio::io::copy(&mut pipe_rd, &mut tcp_wr) => {}
+        let mut client = Some(client);
+        loop {
+            let (tcp, _) = listener
+                .accept()
+                .await
+                .map_err(|e| format!("accept: {e}"))?;
+            tcp.set_nodelay(true).ok();
+            let pipe = match client.take() {
+                Some(pipe) => pipe,
+                None => open_again(&name).await?,
+            };
+            let (mut pipe_rd, mut pipe_wr) = tokio::io::split(pipe);
+            let (mut tcp_rd, mut tcp_wr) = tcp.into_split();
+            let program_closed = {
+                let from_program = tokio::io::copy(&mut pipe_rd, &mut tcp_wr);
+                tokio::pin!(from_program);
+                tokio::select! {
+                    // The client is done: if the program closes its end now (it does after a
+                    // request without FCGI_KEEP_CONN), it expects another connection; if not, this
+                    // was the last, and closing the pipe ends the program.
+                    _ = tokio::io::copy(&mut tcp_rd, &mut pipe_wr) => {
+                        tokio::time::timeout(std::time::Duration::from_secs(2), &mut from_program)
+                            .await
+                            .is_ok()
+                    }
+                    _ = &mut from_program => true,
+                }
+            };
+            let _ = tcp_wr.shutdown().await;
+            // Closing the client end ends the program's connection.
+            drop((pipe_rd, pipe_wr, tcp_rd, tcp_wr));
+            if !program_closed {
+                break;
+            }
+            println!("iis-sim: the program closed the pipe connection; relaying the next");
         }
-        let _ = tcp_wr.shutdown().await;
-        // Closing the client end ends the program's connection.
-        drop((pipe_rd, pipe_wr, tcp_rd, tcp_wr));
         let code = tokio::task::spawn_blocking(move || {
             let child = child as HANDLE;
             let mut code = 0u32;
