@@ -169,3 +169,56 @@ fn without_keep_conn_the_pipe_is_disconnected_and_connected_again() {
         "{logged}"
     );
 }
+
+#[test]
+fn the_iis_shutdown_event_lets_the_request_in_progress_finish_then_exits_0() {
+    let env = WindowsEnv::get();
+    let dir = test_support::TempDir::new("wine-shutdown");
+    let log = dir.path().join("wfcgi.log");
+    let app_dir = windows_path(&repo().join("python"));
+    let log_arg = windows_path(&log);
+    let mut iis = WineProcess::as_iis(
+        &env,
+        &[
+            "--app-dir",
+            &app_dir,
+            "--handler",
+            "testapp.app.application",
+            "--log-file",
+            &log_arg,
+        ],
+    );
+    let mut client = Client::connect(iis.addr().parse().unwrap());
+    assert_eq!(get(&mut client, "/hello").body(), b"Hello, World!");
+    // A 1.5 s request; IIS asks for shutdown while it runs.
+    let slow = std::thread::spawn(move || {
+        let reply = client.request(1, &wsgi_params("GET", "/sleep", "ms=1500"), b"");
+        (reply.status(), reply.body().to_vec())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    iis.say("shutdown");
+    let (status, body) = slow.join().unwrap();
+    assert_eq!(
+        (status, &body[..]),
+        (200, &b"slept"[..]),
+        "{}",
+        iis.output()
+    );
+    let exit = iis.wait_exit(std::time::Duration::from_secs(20));
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "{exit:?}\n{}",
+        iis.output()
+    );
+    assert!(
+        iis.output().contains("the program exited with 0"),
+        "{}",
+        iis.output()
+    );
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        logged.contains("IIS signalled _FCGI_SHUTDOWN_EVENT_"),
+        "{logged}"
+    );
+    assert!(logged.contains("outcome=Drained"), "{logged}");
+}

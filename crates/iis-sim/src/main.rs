@@ -16,7 +16,9 @@
 //! gets a new pipe connection (the program must have disconnected and reconnected its end, as
 //! libfcgi does). When the TCP client closes and the program keeps its end open for 2 s, the
 //! pipe is closed (the program sees the end of its connection, as when IIS recycles it), and
-//! iis-sim waits for the program and exits with its exit code.
+//! iis-sim waits for the program and exits with its exit code. A line `shutdown` on its
+//! standard input signals the event it passed as `_FCGI_SHUTDOWN_EVENT_` (IIS's request to
+//! finish and exit).
 //! Facts behind each step: ../shared/reference/windows-under-wine.md.
 
 use std::process::ExitCode;
@@ -44,8 +46,8 @@ mod windows {
         CreateNamedPipeW, PIPE_READMODE_BYTE, PIPE_TYPE_BYTE, PIPE_WAIT,
     };
     use windows_sys::Win32::System::Threading::{
-        CreateProcessW, GetExitCodeProcess, WaitForSingleObject, INFINITE, PROCESS_INFORMATION,
-        STARTF_USESTDHANDLES, STARTUPINFOW,
+        CreateEventW, CreateProcessW, GetExitCodeProcess, SetEvent, WaitForSingleObject, INFINITE,
+        PROCESS_INFORMATION, STARTF_USESTDHANDLES, STARTUPINFOW,
     };
 
     fn wide(text: &str) -> Vec<u16> {
@@ -138,6 +140,26 @@ mod windows {
             .open(&name)
             .map_err(|e| format!("opening the client end of {name}: {e}"))?;
 
+        // IIS's shutdown request: an inheritable manual-reset event, its handle's decimal value
+        // in the child's environment. A line "shutdown" on iis-sim's standard input sets it.
+        // SAFETY: `inherit` is valid for the call; no name.
+        let event: HANDLE = unsafe { CreateEventW(&inherit, 1, 0, std::ptr::null()) };
+        if event.is_null() {
+            return Err(format!("CreateEventW: {}", std::io::Error::last_os_error()));
+        }
+        std::env::set_var("_FCGI_SHUTDOWN_EVENT_", (event as usize).to_string());
+        let event_value = event as usize;
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::stdin().lock().lines() {
+                if line.map(|l| l.trim() == "shutdown").unwrap_or(false) {
+                    // SAFETY: the event handle stays open for iis-sim's life.
+                    unsafe { SetEvent(event_value as HANDLE) };
+                    println!("iis-sim: signalled the shutdown event");
+                }
+            }
+        });
+
         let mut cmdline = wide(&command_line(program));
         // SAFETY: STARTUPINFOW and PROCESS_INFORMATION are plain data; zero is valid for both.
         let mut startup: STARTUPINFOW = unsafe { std::mem::zeroed() };
@@ -175,6 +197,18 @@ mod windows {
         // SAFETY: the thread handle is not used.
         unsafe { CloseHandle(process.hThread) };
         let child = process.hProcess as usize;
+        let exited = tokio::task::spawn_blocking(move || {
+            let child = child as HANDLE;
+            let mut code = 0u32;
+            // SAFETY: `child` is the process handle CreateProcessW returned, owned here.
+            unsafe {
+                WaitForSingleObject(child, INFINITE);
+                GetExitCodeProcess(child, &mut code);
+                CloseHandle(child);
+            }
+            code
+        });
+        tokio::pin!(exited);
 
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
@@ -182,10 +216,15 @@ mod windows {
         println!("iis-sim: listening on 127.0.0.1:{port}");
         let mut client = Some(client);
         loop {
-            let (tcp, _) = listener
-                .accept()
-                .await
-                .map_err(|e| format!("accept: {e}"))?;
+            let (tcp, _) = tokio::select! {
+                accepted = listener.accept() => accepted.map_err(|e| format!("accept: {e}"))?,
+                // The program ended on its own (the shutdown event, a crash).
+                code = &mut exited => {
+                    let code = code.map_err(|e| e.to_string())?;
+                    println!("iis-sim: the program exited with {code}");
+                    return Ok(code);
+                }
+            };
             tcp.set_nodelay(true).ok();
             let pipe = match client.take() {
                 Some(pipe) => pipe,
@@ -216,19 +255,7 @@ mod windows {
             }
             println!("iis-sim: the program closed the pipe connection; relaying the next");
         }
-        let code = tokio::task::spawn_blocking(move || {
-            let child = child as HANDLE;
-            let mut code = 0u32;
-            // SAFETY: `child` is the process handle CreateProcessW returned, owned here.
-            unsafe {
-                WaitForSingleObject(child, INFINITE);
-                GetExitCodeProcess(child, &mut code);
-                CloseHandle(child);
-            }
-            code
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+        let code = exited.await.map_err(|e| e.to_string())?;
         println!("iis-sim: the program exited with {code}");
         Ok(code)
     }

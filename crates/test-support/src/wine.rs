@@ -84,18 +84,21 @@ pub fn windows_path(path: &Path) -> String {
 /// A Windows program running under Wine, its output collected; killed on drop.
 pub struct WineProcess {
     child: Child,
+    stdin: Option<std::process::ChildStdin>,
     output: Arc<Mutex<Vec<u8>>>,
     pub port: Option<u16>,
 }
 
 impl WineProcess {
-    /// Starts `cmd` with stdin from /dev/null and stdout/stderr into pipes (CPython under
-    /// Wine 8 cannot start with a regular file as a standard handle).
-    pub fn spawn(mut cmd: Command) -> WineProcess {
-        cmd.stdin(Stdio::null())
+    /// Starts `cmd` with stdin from /dev/null (or, with `talk`, a pipe for [`Self::say`]) and
+    /// stdout/stderr into pipes (CPython under Wine 8 cannot start with a regular file as a
+    /// standard handle).
+    pub fn spawn(mut cmd: Command, talk: bool) -> WineProcess {
+        cmd.stdin(if talk { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start wine");
+        let stdin = child.stdin.take();
         let output = Arc::new(Mutex::new(Vec::new()));
         for pipe in [
             child
@@ -124,6 +127,7 @@ impl WineProcess {
         }
         WineProcess {
             child,
+            stdin,
             output,
             port: None,
         }
@@ -135,7 +139,7 @@ impl WineProcess {
         let mut cmd = env.command(&wfcgi_exe());
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(args);
-        WineProcess::spawn(cmd).listening(port, "wfcgi.exe", None)
+        WineProcess::spawn(cmd, false).listening(port, "wfcgi.exe", None)
     }
 
     /// `wfcgi.exe ARGS...` started as IIS starts it in NamedPipe mode, by `iis-sim.exe`
@@ -147,7 +151,7 @@ impl WineProcess {
             .arg(windows_path(&wfcgi_exe()))
             .args(args);
         // iis-sim takes one connection only: a probe would be it. It says when it listens.
-        WineProcess::spawn(cmd).listening(port, "iis-sim.exe", Some("iis-sim: listening on"))
+        WineProcess::spawn(cmd, true).listening(port, "iis-sim.exe", Some("iis-sim: listening on"))
     }
 
     /// Waits until `port` accepts (or, with `says`, until the output says so). Wine's first
@@ -188,6 +192,14 @@ impl WineProcess {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Writes `line` to its standard input (`shutdown`: iis-sim signals IIS's shutdown event).
+    pub fn say(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("started with talk");
+        writeln!(stdin, "{line}").expect("write to the process");
+        stdin.flush().expect("flush");
     }
 
     /// Everything it wrote to stdout and stderr so far.

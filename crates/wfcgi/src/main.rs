@@ -11,6 +11,7 @@
 //! - [`webconfig`]: the `<appSettings>` of an IIS web.config.
 //! - [`logging`]: stderr and the `WSGI_LOG` file, reconfigurable after web.config is read.
 //! - [`lazy`]: stdin mode's handler, which starts the bridge on the first request.
+//! - [`signals`]: SIGTERM/SIGINT, Ctrl-C, and IIS's `_FCGI_SHUTDOWN_EVENT_`.
 //!
 //! Two modes:
 //! - `wfcgi serve`: settings are read at start-up; any problem is one message on stderr (and
@@ -24,6 +25,7 @@ mod cli;
 mod lazy;
 mod logging;
 mod settings;
+mod signals;
 mod webconfig;
 
 use std::io::IsTerminal;
@@ -42,9 +44,6 @@ use crate::webconfig::WebConfig;
 /// Exit status for a problem at start-up (bad settings, bind failure, venv refused), like a
 /// usage error.
 const EXIT_STARTUP: u8 = 2;
-
-/// Exit status when a second signal cuts the drain short (128 + SIGINT, as shells report it).
-const EXIT_INTERRUPTED: i32 = 130;
 
 /// Tokio worker threads. They only move bytes between sockets and the Python threads (which do
 /// the app's work and are counted by `WFCGI_THREADS`), so a small number serves any load the
@@ -199,7 +198,7 @@ fn serve(flags: &Flags, env: &Environment, cwd: &Path) -> ExitCode {
         let handler: Arc<dyn fastcgi::Handler> = bridge.clone();
         let server = fastcgi::Server::new(settings.server_config(), handler);
         let outcome = server
-            .serve(listeners, shutdown_signal())
+            .serve(listeners, signals::shutdown_signal())
             .await
             .map_err(|e| format!("the server failed: {e}"))?;
         let grace = settings.bridge.shutdown_grace;
@@ -227,80 +226,6 @@ fn finish(outcome: Result<(fastcgi::ServeOutcome, bool), String>, logging: &Logg
             ExitCode::SUCCESS
         }
         Err(message) => startup_failure(&message, Some((logging, None))),
-    }
-}
-
-/// Resolves when the process is asked to stop (SIGTERM, SIGINT / Ctrl-C). A second signal
-/// exits at once, without waiting for the drain.
-/// Installs the signal handlers now, before the first connection is accepted: a signal that
-/// arrived before a lazily installed handler existed would kill the process outright instead of
-/// draining it (seen in a test that signals right after its first replies). The future completes
-/// on the first SIGTERM/SIGINT (Ctrl-C on Windows); a second one exits at once.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    let mut signals = Signals::install();
-    async move {
-        signals.recv().await;
-        info!("shutdown requested: finishing in-flight requests (signal again to exit at once)");
-        tokio::spawn(async move {
-            signals.recv().await;
-            warn!("second signal: exiting now");
-            std::process::exit(EXIT_INTERRUPTED);
-        });
-    }
-}
-
-/// The shutdown signals' streams, registered when created.
-struct Signals {
-    #[cfg(unix)]
-    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
-    #[cfg(not(unix))]
-    ctrl_c: Option<tokio::signal::windows::CtrlC>,
-}
-
-impl Signals {
-    #[cfg(unix)]
-    fn install() -> Signals {
-        use tokio::signal::unix::{signal, SignalKind};
-        let streams = match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(term), Ok(int)) => Some((term, int)),
-            _ => {
-                error!("cannot install signal handlers: stop wfcgi with SIGKILL");
-                None
-            }
-        };
-        Signals { streams }
-    }
-
-    #[cfg(not(unix))]
-    fn install() -> Signals {
-        // Windows: Ctrl-C / Ctrl-Break. IIS's _FCGI_SHUTDOWN_EVENT_ is not implemented yet.
-        Signals {
-            ctrl_c: tokio::signal::windows::ctrl_c().ok(),
-        }
-    }
-
-    /// Waits for the next signal (for ever if none could be installed).
-    async fn recv(&mut self) {
-        #[cfg(unix)]
-        match &mut self.streams {
-            Some((term, int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            }
-            None => std::future::pending().await,
-        }
-        #[cfg(not(unix))]
-        match &mut self.ctrl_c {
-            Some(c) => {
-                c.recv().await;
-            }
-            None => std::future::pending().await,
-        }
     }
 }
 
@@ -342,7 +267,7 @@ fn serve_stdin(flags: Flags, env: Environment, cwd: PathBuf) -> ExitCode {
         let config = fastcgi::ServerConfig::default();
         let grace = config.shutdown_grace;
         let outcome = fastcgi::Server::new(config, handler)
-            .serve(vec![listener], shutdown_signal())
+            .serve(vec![listener], signals::shutdown_signal())
             .await
             .map_err(|e| format!("the server failed: {e}"))?;
         let drained = match lazy.started() {
