@@ -222,3 +222,40 @@ fn the_iis_shutdown_event_lets_the_request_in_progress_finish_then_exits_0() {
     );
     assert!(logged.contains("outcome=Drained"), "{logged}");
 }
+
+#[test]
+fn iis_tcp_mode_serves_the_listening_socket_on_stdin() {
+    let env = WindowsEnv::get();
+    let dir = test_support::TempDir::new("wine-tcp-mode");
+    let log = dir.path().join("wfcgi.log");
+    let app_dir = windows_path(&repo().join("python"));
+    let log_arg = windows_path(&log);
+    let mut iis = WineProcess::as_iis_tcp(
+        &env,
+        &[
+            "--app-dir",
+            &app_dir,
+            "--handler",
+            "testapp.app.application",
+            "--log-file",
+            &log_arg,
+        ],
+    );
+    // Several connections at once: the socket is a listener, not one connection.
+    let addr = iis.addr().parse().unwrap();
+    let mut a = Client::connect(addr);
+    let mut b = Client::connect(addr);
+    for _ in 0..2 {
+        assert_eq!(get(&mut a, "/hello").body(), b"Hello, World!", "{}", iis.output());
+        assert_eq!(get(&mut b, "/hello").body(), b"Hello, World!");
+    }
+    drop((a, b));
+    // The connections' end does not end the process (it listens on); IIS's shutdown event does.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(iis.wait_exit(std::time::Duration::ZERO).is_none(), "{}", iis.output());
+    iis.say("shutdown");
+    let exit = iis.wait_exit(std::time::Duration::from_secs(20));
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}\n{}", iis.output());
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(logged.contains("IIS signalled _FCGI_SHUTDOWN_EVENT_"), "{logged}");
+}

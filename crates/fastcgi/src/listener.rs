@@ -422,12 +422,7 @@ mod inherited_windows {
             unsafe { SetNamedPipeHandleState(handle, &mode, std::ptr::null(), std::ptr::null()) }
                 != 0;
         if !is_pipe {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "standard input is not a named pipe: IIS's Tcp mode (protocol=\"Tcp\", a \
-                 listening socket) is not implemented yet. Fix: use IIS's default NamedPipe \
-                 protocol, or `wfcgi serve --listen 127.0.0.1:9000`",
-            ));
+            return take_listening_socket(handle);
         }
         // SAFETY: the handle is the server end of a named pipe, owned by this process from now
         // on (nothing else uses standard input); tokio takes ownership and registers it with
@@ -446,6 +441,70 @@ mod inherited_windows {
             server: Some(server),
             back: None,
         }))
+    }
+
+    /// Whether `handle` is a listening socket (`SO_ACCEPTCONN`). Wine answers WSAENOTSOCK for
+    /// an inherited socket that works, so only a definite "not listening" counts.
+    fn socket_listening(handle: HANDLE) -> io::Result<bool> {
+        use windows_sys::Win32::Networking::WinSock::{
+            getsockopt, WSAStartup, SOCKET, SOL_SOCKET, SO_ACCEPTCONN, WSADATA,
+        };
+        // SAFETY: WSADATA is plain data that WSAStartup fills; it may be called more than once.
+        let mut data: WSADATA = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        unsafe { WSAStartup(0x0202, &mut data) };
+        let mut listening: i32 = 0;
+        let mut len = std::mem::size_of::<i32>() as i32;
+        // SAFETY: `listening` and `len` are valid for the call; a handle that is not a socket
+        // makes it fail (WSAENOTSOCK), nothing worse.
+        let ok = unsafe {
+            getsockopt(
+                handle as SOCKET,
+                SOL_SOCKET,
+                SO_ACCEPTCONN,
+                (&raw mut listening).cast(),
+                &mut len,
+            )
+        } == 0;
+        if ok {
+            Ok(listening != 0)
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// IIS's Tcp mode: standard input is a listening socket.
+    fn take_listening_socket(handle: HANDLE) -> io::Result<Listener> {
+        use std::os::windows::io::{FromRawSocket, RawSocket};
+        if let Ok(false) = socket_listening(handle) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "standard input is a connected socket, not the listening socket IIS's Tcp mode \
+                 hands over",
+            ));
+        }
+        // SAFETY: standard input, not a pipe, so a socket (libfcgi's reasoning), owned by this
+        // process from now on (nothing else uses standard input). If it is not a socket at all,
+        // the next call says so.
+        let listener = unsafe { std::net::TcpListener::from_raw_socket(handle as RawSocket) };
+        let local = match listener.local_addr() {
+            Ok(local) => local,
+            Err(e) => {
+                // Not a socket: forget it rather than close a handle that is not one.
+                std::mem::forget(listener);
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!(
+                        "standard input is neither a named pipe (IIS's NamedPipe mode) nor a \
+                         listening socket (its Tcp mode) ({e}): `wfcgi` alone is started by \
+                         IIS; to listen on an address, run `wfcgi serve --listen 127.0.0.1:9000`"
+                    ),
+                ));
+            }
+        };
+        tracing::debug!(%local, "standard input is a listening socket (IIS Tcp mode)");
+        listener.set_nonblocking(true)?;
+        Ok(Listener::Tcp(TcpListener::from_std(listener)?))
     }
 
     /// The pipe instance between connections. A web server may keep one connection for the

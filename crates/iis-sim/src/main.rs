@@ -3,8 +3,11 @@
 //! side can speak FastCGI to it:
 //!
 //! ```text
-//! iis-sim PORT PROGRAM [ARGS...]
+//! iis-sim [--tcp] PORT PROGRAM [ARGS...]
 //! ```
+//!
+//! With `--tcp`, IIS's Tcp protocol mode instead: a listening socket on 127.0.0.1:PORT
+//! (inheritable) is PROGRAM's standard input, and the test connects to it directly.
 //!
 //! It creates a duplex named pipe instance (overlapped, inheritable) with raw Win32 calls (a
 //! pipe made by tokio's `ServerOptions` would be bound to this process's completion port and
@@ -35,11 +38,14 @@ fn main() -> ExitCode {
 
 #[cfg(windows)]
 mod windows {
+    use std::os::windows::io::AsRawSocket;
     use std::process::ExitCode;
 
     use tokio::io::AsyncWriteExt;
-    use tokio::net::windows::named_pipe::ClientOptions;
-    use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, INVALID_HANDLE_VALUE};
+    use tokio::net::windows::named_pipe::{ClientOptions, NamedPipeClient};
+    use windows_sys::Win32::Foundation::{
+        CloseHandle, SetHandleInformation, HANDLE, HANDLE_FLAG_INHERIT, INVALID_HANDLE_VALUE,
+    };
     use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
     use windows_sys::Win32::Storage::FileSystem::{FILE_FLAG_OVERLAPPED, PIPE_ACCESS_DUPLEX};
     use windows_sys::Win32::System::Pipes::{
@@ -52,6 +58,10 @@ mod windows {
 
     fn wide(text: &str) -> Vec<u16> {
         text.encode_utf16().chain(std::iter::once(0)).collect()
+    }
+
+    fn last_error(what: &str) -> String {
+        format!("{what}: {}", std::io::Error::last_os_error())
     }
 
     /// A command line as `CommandLineToArgvW` splits it back (enough for paths and flags).
@@ -68,110 +78,53 @@ mod windows {
             .join(" ")
     }
 
-    /// The client end again, once the program has disconnected and reconnected its end
-    /// (ERROR_PIPE_BUSY until then).
-    async fn open_again(
-        name: &str,
-    ) -> Result<tokio::net::windows::named_pipe::NamedPipeClient, String> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match ClientOptions::new().open(name) {
-                Ok(client) => return Ok(client),
-                Err(_) if std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-                Err(e) => return Err(format!("the program did not reconnect {name}: {e}")),
-            }
-        }
-    }
-
-    pub(crate) fn main() -> ExitCode {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let (Some(port), Some(_)) = (
-            args.first().and_then(|p| p.parse::<u16>().ok()),
-            args.get(1),
-        ) else {
-            eprintln!("usage: iis-sim PORT PROGRAM [ARGS...]");
-            return ExitCode::from(2);
-        };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        match runtime.block_on(run(port, &args[1..])) {
-            Ok(code) => ExitCode::from(code as u8),
-            Err(e) => {
-                eprintln!("iis-sim: {e}");
-                ExitCode::from(2)
-            }
-        }
-    }
-
-    async fn run(port: u16, program: &[String]) -> Result<u32, String> {
-        let name = format!(r"\\.\pipe\wfcgi-iis-sim-{}", std::process::id());
-        let name_w = wide(&name);
-        let inherit = SECURITY_ATTRIBUTES {
+    fn inheritable() -> SECURITY_ATTRIBUTES {
+        SECURITY_ATTRIBUTES {
             nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
             lpSecurityDescriptor: std::ptr::null_mut(),
             bInheritHandle: 1,
-        };
-        // SAFETY: `name_w` is NUL-terminated and `inherit` valid for the call.
-        let server: HANDLE = unsafe {
-            CreateNamedPipeW(
-                name_w.as_ptr(),
-                PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED,
-                PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT,
-                1,
-                65536,
-                65536,
-                0,
-                &inherit,
-            )
-        };
-        if server == INVALID_HANDLE_VALUE {
-            return Err(format!(
-                "CreateNamedPipeW: {}",
-                std::io::Error::last_os_error()
-            ));
         }
-        // IIS connects its end before the process reads: ConnectNamedPipe then answers
-        // ERROR_PIPE_CONNECTED.
-        let client = ClientOptions::new()
-            .open(&name)
-            .map_err(|e| format!("opening the client end of {name}: {e}"))?;
+    }
 
-        // IIS's shutdown request: an inheritable manual-reset event, its handle's decimal value
-        // in the child's environment. A line "shutdown" on iis-sim's standard input sets it.
-        // SAFETY: `inherit` is valid for the call; no name.
+    /// IIS's shutdown request: an inheritable manual-reset event, its handle's decimal value in
+    /// the environment the program inherits. A line "shutdown" on iis-sim's stdin sets it.
+    fn shutdown_event() -> Result<(), String> {
+        let inherit = inheritable();
+        // SAFETY: `inherit` is valid for the call; the event has no name.
         let event: HANDLE = unsafe { CreateEventW(&inherit, 1, 0, std::ptr::null()) };
         if event.is_null() {
-            return Err(format!("CreateEventW: {}", std::io::Error::last_os_error()));
+            return Err(last_error("CreateEventW"));
         }
         std::env::set_var("_FCGI_SHUTDOWN_EVENT_", (event as usize).to_string());
-        let event_value = event as usize;
+        let event = event as usize;
         std::thread::spawn(move || {
             use std::io::BufRead;
             for line in std::io::stdin().lock().lines() {
                 if line.map(|l| l.trim() == "shutdown").unwrap_or(false) {
                     // SAFETY: the event handle stays open for iis-sim's life.
-                    unsafe { SetEvent(event_value as HANDLE) };
+                    unsafe { SetEvent(event as HANDLE) };
                     println!("iis-sim: signalled the shutdown event");
                 }
             }
         });
+        Ok(())
+    }
 
+    /// Starts `program` as IIS does: `stdin` its standard input, no standard output or error,
+    /// handles inherited. The process handle, as a number (to cross threads).
+    fn start(program: &[String], stdin: HANDLE) -> Result<usize, String> {
         let mut cmdline = wide(&command_line(program));
         // SAFETY: STARTUPINFOW and PROCESS_INFORMATION are plain data; zero is valid for both.
         let mut startup: STARTUPINFOW = unsafe { std::mem::zeroed() };
         startup.cb = std::mem::size_of::<STARTUPINFOW>() as u32;
         startup.dwFlags = STARTF_USESTDHANDLES;
-        startup.hStdInput = server;
+        startup.hStdInput = stdin;
         startup.hStdOutput = INVALID_HANDLE_VALUE;
         startup.hStdError = INVALID_HANDLE_VALUE;
         // SAFETY: as above.
         let mut process: PROCESS_INFORMATION = unsafe { std::mem::zeroed() };
         // SAFETY: `cmdline` is a writable NUL-terminated buffer, as CreateProcessW requires;
-        // the structures are valid for the call; handles are inherited (the pipe's server end).
+        // the structures are valid for the call.
         let created = unsafe {
             CreateProcessW(
                 std::ptr::null(),
@@ -186,18 +139,17 @@ mod windows {
                 &mut process,
             )
         };
-        // SAFETY: our copy of the server end is not used again (the child has its own).
-        unsafe { CloseHandle(server) };
         if created == 0 {
-            return Err(format!(
-                "CreateProcessW: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(last_error("CreateProcessW"));
         }
         // SAFETY: the thread handle is not used.
         unsafe { CloseHandle(process.hThread) };
-        let child = process.hProcess as usize;
-        let exited = tokio::task::spawn_blocking(move || {
+        Ok(process.hProcess as usize)
+    }
+
+    /// Waits for the program to exit: its exit code.
+    async fn exit_code(child: usize) -> Result<u32, String> {
+        tokio::task::spawn_blocking(move || {
             let child = child as HANDLE;
             let mut code = 0u32;
             // SAFETY: `child` is the process handle CreateProcessW returned, owned here.
@@ -207,7 +159,108 @@ mod windows {
                 CloseHandle(child);
             }
             code
-        });
+        })
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    /// The client end again, once the program has disconnected and reconnected its end
+    /// (ERROR_PIPE_BUSY until then).
+    async fn open_again(name: &str) -> Result<NamedPipeClient, String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match ClientOptions::new().open(name) {
+                Ok(client) => return Ok(client),
+                Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(e) => return Err(format!("the program did not reconnect {name}: {e}")),
+            }
+        }
+    }
+
+    pub(crate) fn main() -> ExitCode {
+        let mut args: Vec<String> = std::env::args().skip(1).collect();
+        let tcp = args.first().is_some_and(|a| a == "--tcp");
+        if tcp {
+            args.remove(0);
+        }
+        let (Some(port), Some(_)) = (
+            args.first().and_then(|p| p.parse::<u16>().ok()),
+            args.get(1),
+        ) else {
+            eprintln!("usage: iis-sim [--tcp] PORT PROGRAM [ARGS...]");
+            return ExitCode::from(2);
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let result = match shutdown_event() {
+            Ok(()) if tcp => runtime.block_on(tcp_mode(port, &args[1..])),
+            Ok(()) => runtime.block_on(pipe_mode(port, &args[1..])),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(code) => {
+                println!("iis-sim: the program exited with {code}");
+                ExitCode::from(code as u8)
+            }
+            Err(e) => {
+                eprintln!("iis-sim: {e}");
+                ExitCode::from(2)
+            }
+        }
+    }
+
+    /// IIS's Tcp mode: the listening socket is the program's standard input.
+    async fn tcp_mode(port: u16, program: &[String]) -> Result<u32, String> {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))
+            .map_err(|e| format!("listening on 127.0.0.1:{port}: {e}"))?;
+        let socket = listener.as_raw_socket() as HANDLE;
+        // SAFETY: `socket` is the listener's handle, open for the call. Rust makes sockets
+        // non-inheritable; IIS's is inherited.
+        if unsafe { SetHandleInformation(socket, HANDLE_FLAG_INHERIT, HANDLE_FLAG_INHERIT) } == 0 {
+            return Err(last_error("SetHandleInformation"));
+        }
+        let child = start(program, socket)?;
+        println!("iis-sim: listening on 127.0.0.1:{port} (Tcp mode: the program accepts)");
+        let code = exit_code(child).await;
+        // Kept open until the program ends (as IIS keeps its listening socket).
+        drop(listener);
+        code
+    }
+
+    /// IIS's default NamedPipe mode, with each TCP connection relayed to a pipe connection.
+    async fn pipe_mode(port: u16, program: &[String]) -> Result<u32, String> {
+        let name = format!(r"\\.\pipe\wfcgi-iis-sim-{}", std::process::id());
+        let name_w = wide(&name);
+        let inherit = inheritable();
+        // SAFETY: `name_w` is NUL-terminated and `inherit` valid for the call.
+        let server: HANDLE = unsafe {
+            CreateNamedPipeW(
+                name_w.as_ptr(),
+                PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED,
+                PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT,
+                1,
+                65536,
+                65536,
+                0,
+                &inherit,
+            )
+        };
+        if server == INVALID_HANDLE_VALUE {
+            return Err(last_error("CreateNamedPipeW"));
+        }
+        // IIS connects its end before the process reads: ConnectNamedPipe then answers
+        // ERROR_PIPE_CONNECTED.
+        let client = ClientOptions::new()
+            .open(&name)
+            .map_err(|e| format!("opening the client end of {name}: {e}"))?;
+        let started = start(program, server);
+        // SAFETY: our copy of the server end is not used again (the child has its own).
+        unsafe { CloseHandle(server) };
+        let exited = exit_code(started?);
         tokio::pin!(exited);
 
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -219,11 +272,7 @@ mod windows {
             let (tcp, _) = tokio::select! {
                 accepted = listener.accept() => accepted.map_err(|e| format!("accept: {e}"))?,
                 // The program ended on its own (the shutdown event, a crash).
-                code = &mut exited => {
-                    let code = code.map_err(|e| e.to_string())?;
-                    println!("iis-sim: the program exited with {code}");
-                    return Ok(code);
-                }
+                code = &mut exited => return code,
             };
             tcp.set_nodelay(true).ok();
             let pipe = match client.take() {
@@ -237,8 +286,8 @@ mod windows {
                 tokio::pin!(from_program);
                 tokio::select! {
                     // The client is done: if the program closes its end now (it does after a
-                    // request without FCGI_KEEP_CONN), it expects another connection; if not, this
-                    // was the last, and closing the pipe ends the program.
+                    // request without FCGI_KEEP_CONN), it expects another connection; if not,
+                    // this was the last, and closing the pipe ends the program.
                     _ = tokio::io::copy(&mut tcp_rd, &mut pipe_wr) => {
                         tokio::time::timeout(std::time::Duration::from_secs(2), &mut from_program)
                             .await
@@ -255,8 +304,6 @@ mod windows {
             }
             println!("iis-sim: the program closed the pipe connection; relaying the next");
         }
-        let code = exited.await.map_err(|e| e.to_string())?;
-        println!("iis-sim: the program exited with {code}");
-        Ok(code)
+        exited.await
     }
 }

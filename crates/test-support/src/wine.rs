@@ -154,6 +154,17 @@ impl WineProcess {
         WineProcess::spawn(cmd, true).listening(port, "iis-sim.exe", Some("iis-sim: listening on"))
     }
 
+    /// `wfcgi.exe ARGS...` started as IIS starts it in Tcp mode (`protocol="Tcp"`): a
+    /// listening socket on 127.0.0.1:PORT as its standard input, made by `iis-sim.exe --tcp`.
+    pub fn as_iis_tcp(env: &WindowsEnv, args: &[&str]) -> WineProcess {
+        let port = free_port();
+        let mut cmd = env.command(&iis_sim_exe());
+        cmd.args(["--tcp", &port.to_string()])
+            .arg(windows_path(&wfcgi_exe()))
+            .args(args);
+        WineProcess::spawn(cmd, true).listening(port, "iis-sim.exe", Some("iis-sim: listening on"))
+    }
+
     /// Waits until `port` accepts (or, with `says`, until the output says so). Wine's first
     /// start in a prefix, and CPython's import of its zipped stdlib, take seconds here.
     fn listening(mut self, port: u16, what: &str, says: Option<&str>) -> WineProcess {
