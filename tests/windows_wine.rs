@@ -246,16 +246,122 @@ fn iis_tcp_mode_serves_the_listening_socket_on_stdin() {
     let mut a = Client::connect(addr);
     let mut b = Client::connect(addr);
     for _ in 0..2 {
-        assert_eq!(get(&mut a, "/hello").body(), b"Hello, World!", "{}", iis.output());
+        assert_eq!(
+            get(&mut a, "/hello").body(),
+            b"Hello, World!",
+            "{}",
+            iis.output()
+        );
         assert_eq!(get(&mut b, "/hello").body(), b"Hello, World!");
     }
     drop((a, b));
     // The connections' end does not end the process (it listens on); IIS's shutdown event does.
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert!(iis.wait_exit(std::time::Duration::ZERO).is_none(), "{}", iis.output());
+    assert!(
+        iis.wait_exit(std::time::Duration::ZERO).is_none(),
+        "{}",
+        iis.output()
+    );
     iis.say("shutdown");
     let exit = iis.wait_exit(std::time::Duration::from_secs(20));
-    assert!(exit.is_some_and(|s| s.success()), "{exit:?}\n{}", iis.output());
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "{exit:?}\n{}",
+        iis.output()
+    );
     let logged = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(logged.contains("IIS signalled _FCGI_SHUTDOWN_EVENT_"), "{logged}");
+    assert!(
+        logged.contains("IIS signalled _FCGI_SHUTDOWN_EVENT_"),
+        "{logged}"
+    );
+}
+
+#[test]
+fn under_iis_there_is_no_console_the_log_has_everything_and_windows_identity_reaches_environ() {
+    let env = WindowsEnv::get();
+    let dir = test_support::TempDir::new("wine-console");
+    let log = dir.path().join("logs").join("wfcgi.log");
+    let app_dir = windows_path(&repo().join("python"));
+    let log_arg = windows_path(&log);
+    let mut iis = WineProcess::as_iis(
+        &env,
+        &[
+            "--app-dir",
+            &app_dir,
+            "--handler",
+            "testapp.app.application",
+            "--log-file",
+            &log_arg,
+        ],
+    );
+    let mut client = Client::connect(iis.addr().parse().unwrap());
+    // print() and wsgi.errors with no stdout or stderr to write to: they land in the log.
+    assert_eq!(get(&mut client, "/print").body(), b"printed");
+    // What IIS sends for Windows authentication reaches environ unchanged (Django's
+    // RemoteUserMiddleware reads REMOTE_USER).
+    let mut params = wsgi_params("GET", "/environ", "");
+    params.extend([
+        ("AUTH_TYPE", "Negotiate"),
+        ("AUTH_USER", "CORP\\alice"),
+        ("LOGON_USER", "CORP\\alice"),
+        ("REMOTE_USER", "CORP\\alice"),
+    ]);
+    let environ = client.request(1, &params, b"");
+    let text = String::from_utf8_lossy(environ.body()).into_owned();
+    for expected in [
+        r#""AUTH_TYPE": "Negotiate""#,
+        r#""AUTH_USER": "CORP\\alice""#,
+        r#""LOGON_USER": "CORP\\alice""#,
+        r#""REMOTE_USER": "CORP\\alice""#,
+    ] {
+        assert!(text.contains(expected), "{expected} not in {text}");
+    }
+    drop(client);
+    assert!(iis
+        .wait_exit(std::time::Duration::from_secs(30))
+        .is_some_and(|s| s.success()));
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    for line in ["printed-to-stdout", "printed-to-stderr", "wsgi-errors-line"] {
+        assert!(logged.contains(line), "{line} not in the log:\n{logged}");
+    }
+}
+
+#[test]
+fn under_iis_a_bad_handler_is_explained_in_the_log_and_answered_with_500() {
+    let env = WindowsEnv::get();
+    let dir = test_support::TempDir::new("wine-bad-handler");
+    let log = dir.path().join("wfcgi.log");
+    let app_dir = windows_path(&repo().join("python"));
+    let log_arg = windows_path(&log);
+    let mut iis = WineProcess::as_iis(
+        &env,
+        &[
+            "--app-dir",
+            &app_dir,
+            "--handler",
+            "testapp.nosuchmodule.application",
+            "--log-file",
+            &log_arg,
+        ],
+    );
+    let mut client = Client::connect(iis.addr().parse().unwrap());
+    let reply = get(&mut client, "/hello");
+    assert_eq!(reply.status(), 500);
+    let page = String::from_utf8_lossy(reply.body()).into_owned();
+    assert!(
+        !page.contains("Traceback"),
+        "no traceback for visitors: {page}"
+    );
+    // The process keeps serving (and keeps answering 500 until the handler is fixed).
+    assert_eq!(get(&mut client, "/hello").status(), 500);
+    drop(client);
+    assert!(iis
+        .wait_exit(std::time::Duration::from_secs(30))
+        .is_some_and(|s| s.success()));
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(logged.contains("testapp.nosuchmodule"), "{logged}");
+    assert!(
+        logged.contains("--handler"),
+        "the setting is named: {logged}"
+    );
 }
