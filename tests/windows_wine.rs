@@ -7,6 +7,7 @@
 
 #![cfg(unix)]
 
+use sha2::{Digest, Sha256};
 use test_support::peers::repo;
 use test_support::wfcgi::wsgi_params;
 use test_support::wine::{windows_path, WindowsEnv, WineProcess};
@@ -364,4 +365,60 @@ fn under_iis_a_bad_handler_is_explained_in_the_log_and_answered_with_500() {
         logged.contains("--handler"),
         "the setting is named: {logged}"
     );
+}
+
+#[test]
+fn configured_by_web_config_alone_as_iis_runs_it() {
+    // No flags: IIS's first request names the app directory (APPL_PHYSICAL_PATH), whose
+    // web.config has the handler, the extra sys.path entry and the log.
+    let env = WindowsEnv::get();
+    let site = test_support::TempDir::new("wine-site");
+    test_support::wfcgi::write_web_config(
+        site.path(),
+        &[
+            ("WSGI_HANDLER", "testapp.app.application"),
+            ("PYTHONPATH", &windows_path(&repo().join("python"))),
+            ("WSGI_LOG", "logs\\wfcgi.log"),
+        ],
+    );
+    let site_dir = windows_path(site.path());
+    let mut iis = WineProcess::as_iis(&env, &[]);
+    let mut client = Client::connect(iis.addr().parse().unwrap());
+    let iis_params = |method: &'static str, path: &'static str, query: &'static str| {
+        let mut params = wsgi_params(method, path, query);
+        params.extend([
+            ("APPL_PHYSICAL_PATH", site_dir.as_str()),
+            ("INSTANCE_META_PATH", "/LM/W3SVC/1"),
+            ("APPL_MD_PATH", "/LM/W3SVC/1/ROOT"),
+            ("SERVER_SOFTWARE", "Microsoft-IIS/10.0"),
+        ]);
+        params
+    };
+    let hello = client.request(1, &iis_params("GET", "/hello", ""), b"");
+    assert_eq!(hello.body(), b"Hello, World!", "{}", iis.output());
+
+    // A 10 MiB upload, hashed by the app as it streams in.
+    let body = test_support::pattern(0, 10 << 20);
+    let hashed = client.request(1, &iis_params("POST", "/sha256", ""), &body);
+    let want = format!("{:x} {}", Sha256::digest(&body), body.len());
+    assert_eq!(String::from_utf8_lossy(hashed.body()), want);
+
+    // A streamed response (its chunks as the generator yields them) and wsgi.file_wrapper.
+    let streamed = client.request(
+        1,
+        &iis_params("GET", "/stream", "chunks=4&size=1000&delay=0.05"),
+        b"",
+    );
+    assert_eq!(streamed.status(), 200);
+    assert_eq!(streamed.body().len(), 4000);
+    let file = client.request(1, &iis_params("GET", "/file-wrapper", "size=300000"), b"");
+    assert_eq!(file.body(), &test_support::pattern(0, 300_000)[..]);
+
+    drop(client);
+    assert!(iis
+        .wait_exit(std::time::Duration::from_secs(30))
+        .is_some_and(|s| s.success()));
+    let logged =
+        std::fs::read_to_string(site.path().join("logs").join("wfcgi.log")).unwrap_or_default();
+    assert!(logged.contains("read web.config"), "{logged}");
 }

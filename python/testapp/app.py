@@ -224,14 +224,11 @@ def write_callable(environ, start_response):
 
 def file_wrapper(environ, start_response):
     size = _int(_query(environ), "size", 1 << 20)
-    fd, path = tempfile.mkstemp(prefix="wfcgi-testapp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for off in range(0, size, READ_SIZE):
-                f.write(pattern(off, min(READ_SIZE, size - off)))
-        handle = open(path, "rb")
-    finally:
-        os.unlink(path)  # the open handle keeps the data readable (POSIX)
+    # Deleted when closed, on every platform (Windows cannot unlink an open file).
+    handle = tempfile.TemporaryFile(prefix="wfcgi-testapp-")
+    for off in range(0, size, READ_SIZE):
+        handle.write(pattern(off, min(READ_SIZE, size - off)))
+    handle.seek(0)
     start_response("200 OK", [
         ("Content-Type", "application/octet-stream"),
         ("Content-Length", str(size)),
