@@ -422,3 +422,31 @@ fn configured_by_web_config_alone_as_iis_runs_it() {
         std::fs::read_to_string(site.path().join("logs").join("wfcgi.log")).unwrap_or_default();
     assert!(logged.contains("read web.config"), "{logged}");
 }
+
+#[test]
+fn the_pipe_client_may_connect_after_wfcgi_waits_for_it() {
+    // The other order than IIS's usual: wfcgi.exe is in ConnectNamedPipe (ERROR_IO_PENDING on
+    // its overlapped handle) when the web server's end connects.
+    let env = WindowsEnv::get();
+    let app_dir = windows_path(&repo().join("python"));
+    let mut iis = WineProcess::as_iis_server_first(
+        &env,
+        &[
+            "--app-dir",
+            &app_dir,
+            "--handler",
+            "testapp.app.application",
+        ],
+    );
+    let mut client = Client::connect(iis.addr().parse().unwrap());
+    assert_eq!(
+        get(&mut client, "/hello").body(),
+        b"Hello, World!",
+        "{}",
+        iis.output()
+    );
+    drop(client);
+    assert!(iis
+        .wait_exit(std::time::Duration::from_secs(30))
+        .is_some_and(|s| s.success()));
+}

@@ -3,8 +3,11 @@
 //! side can speak FastCGI to it:
 //!
 //! ```text
-//! iis-sim [--tcp] PORT PROGRAM [ARGS...]
+//! iis-sim [--tcp | --server-first] PORT PROGRAM [ARGS...]
 //! ```
+//!
+//! With `--server-first`, the client end connects 3 s after the program started, so that the
+//! program waits for it in `ConnectNamedPipe` (the other order than IIS's usual).
 //!
 //! With `--tcp`, IIS's Tcp protocol mode instead: a listening socket on 127.0.0.1:PORT
 //! (inheritable) is PROGRAM's standard input, and the test connects to it directly.
@@ -185,11 +188,15 @@ mod windows {
         if tcp {
             args.remove(0);
         }
+        let server_first = args.first().is_some_and(|a| a == "--server-first");
+        if server_first {
+            args.remove(0);
+        }
         let (Some(port), Some(_)) = (
             args.first().and_then(|p| p.parse::<u16>().ok()),
             args.get(1),
         ) else {
-            eprintln!("usage: iis-sim [--tcp] PORT PROGRAM [ARGS...]");
+            eprintln!("usage: iis-sim [--tcp | --server-first] PORT PROGRAM [ARGS...]");
             return ExitCode::from(2);
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -198,7 +205,7 @@ mod windows {
             .expect("runtime");
         let result = match shutdown_event() {
             Ok(()) if tcp => runtime.block_on(tcp_mode(port, &args[1..])),
-            Ok(()) => runtime.block_on(pipe_mode(port, &args[1..])),
+            Ok(()) => runtime.block_on(pipe_mode(port, &args[1..], server_first)),
             Err(e) => Err(e),
         };
         match result {
@@ -232,7 +239,7 @@ mod windows {
     }
 
     /// IIS's default NamedPipe mode, with each TCP connection relayed to a pipe connection.
-    async fn pipe_mode(port: u16, program: &[String]) -> Result<u32, String> {
+    async fn pipe_mode(port: u16, program: &[String], server_first: bool) -> Result<u32, String> {
         let name = format!(r"\\.\pipe\wfcgi-iis-sim-{}", std::process::id());
         let name_w = wide(&name);
         let inherit = inheritable();
@@ -253,13 +260,28 @@ mod windows {
             return Err(last_error("CreateNamedPipeW"));
         }
         // IIS connects its end before the process reads: ConnectNamedPipe then answers
-        // ERROR_PIPE_CONNECTED.
-        let client = ClientOptions::new()
-            .open(&name)
-            .map_err(|e| format!("opening the client end of {name}: {e}"))?;
+        // ERROR_PIPE_CONNECTED. With --server-first the program waits in ConnectNamedPipe
+        // (ERROR_IO_PENDING, then completion) until the client comes a moment later.
+        let client_first = if server_first {
+            None
+        } else {
+            Some(
+                ClientOptions::new()
+                    .open(&name)
+                    .map_err(|e| format!("opening the client end of {name}: {e}"))?,
+            )
+        };
         let started = start(program, server);
         // SAFETY: our copy of the server end is not used again (the child has its own).
         unsafe { CloseHandle(server) };
+        let client = match client_first {
+            Some(client) => client,
+            None => {
+                // Long enough for the program to be waiting in ConnectNamedPipe.
+                tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                open_again(&name).await?
+            }
+        };
         let exited = exit_code(started?);
         tokio::pin!(exited);
 

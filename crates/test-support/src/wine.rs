@@ -154,6 +154,16 @@ impl WineProcess {
         WineProcess::spawn(cmd, true).listening(port, "iis-sim.exe", Some("iis-sim: listening on"))
     }
 
+    /// [`Self::as_iis`] with the pipe's client end connected only after wfcgi.exe waits for it.
+    pub fn as_iis_server_first(env: &WindowsEnv, args: &[&str]) -> WineProcess {
+        let port = free_port();
+        let mut cmd = env.command(&iis_sim_exe());
+        cmd.args(["--server-first", &port.to_string()])
+            .arg(windows_path(&wfcgi_exe()))
+            .args(args);
+        WineProcess::spawn(cmd, true).listening(port, "iis-sim.exe", Some("iis-sim: listening on"))
+    }
+
     /// `wfcgi.exe ARGS...` started as IIS starts it in Tcp mode (`protocol="Tcp"`): a
     /// listening socket on 127.0.0.1:PORT as its standard input, made by `iis-sim.exe --tcp`.
     pub fn as_iis_tcp(env: &WindowsEnv, args: &[&str]) -> WineProcess {
