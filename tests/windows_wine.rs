@@ -450,3 +450,58 @@ fn the_pipe_client_may_connect_after_wfcgi_waits_for_it() {
         .wait_exit(std::time::Duration::from_secs(30))
         .is_some_and(|s| s.success()));
 }
+
+#[test]
+fn a_django_site_in_a_windows_venv_as_iis_runs_it() {
+    let env = WindowsEnv::get();
+    let db_dir = test_support::TempDir::new("wine-django-db");
+    let db = test_support::wfcgi::django_db(db_dir.path());
+    let site = test_support::TempDir::new("wine-django-site");
+    let log = site.path().join("wfcgi.log");
+    // The site's settings as an IIS site has them: web.config alone.
+    test_support::wfcgi::write_web_config(
+        site.path(),
+        &[
+            ("WSGI_HANDLER", "django.core.wsgi.get_wsgi_application()"),
+            ("DJANGO_SETTINGS_MODULE", "mysite.settings"),
+            (
+                "PYTHONPATH",
+                &windows_path(&repo().join("python/django_site")),
+            ),
+            ("WFCGI_VENV", &windows_path(&env.django_venv())),
+            ("WFCGI_TEST_DB", &windows_path(&db)),
+            ("WSGI_LOG", "wfcgi.log"),
+        ],
+    );
+    let site_dir = windows_path(site.path());
+    let mut iis = WineProcess::as_iis(&env, &[]);
+    let mut client = Client::connect(iis.addr().parse().unwrap());
+    let django_get = |client: &mut Client, path: &'static str| {
+        let mut params = wsgi_params("GET", path, "");
+        params.extend([
+            ("APPL_PHYSICAL_PATH", site_dir.as_str()),
+            ("HTTP_HOST", "localhost"),
+            ("SERVER_SOFTWARE", "Microsoft-IIS/10.0"),
+        ]);
+        client.request(1, &params, b"")
+    };
+    let index = django_get(&mut client, "/");
+    let html = String::from_utf8_lossy(index.body()).into_owned();
+    assert_eq!(index.status(), 200, "{html}\n{}", iis.output());
+    assert!(html.contains("wfcgi django demo"), "{html}");
+    // The admin's login page: templates, the session middleware, the SQLite database.
+    let login = django_get(&mut client, "/admin/login/");
+    assert_eq!(login.status(), 200);
+    assert!(String::from_utf8_lossy(login.body()).contains("csrfmiddlewaretoken"));
+    drop(client);
+    assert!(iis
+        .wait_exit(std::time::Duration::from_secs(30))
+        .is_some_and(|s| s.success()));
+    // Django is only in the venv: it imported, so the venv was used. The handler came from
+    // web.config, as the log says.
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        logged.contains("loading the WSGI handler WSGI_HANDLER (web.config"),
+        "{logged}"
+    );
+}

@@ -29,6 +29,7 @@ impl WindowsEnv {
             env.python_home().join("python313.dll"),
             env.root.join("shim/bcryptprimitives.dll"),
             env.root.join("prefix/system.reg"),
+            env.root.join("venv-django/pyvenv.cfg"),
             wfcgi_exe(),
             iis_sim_exe(),
         ] {
@@ -39,6 +40,11 @@ impl WindowsEnv {
             );
         }
         env
+    }
+
+    /// The Windows venv with the Django site's packages.
+    pub fn django_venv(&self) -> PathBuf {
+        self.root.join("venv-django")
     }
 
     /// The embeddable CPython's folder (python313.dll, python313.zip, python.exe).
