@@ -1,20 +1,56 @@
 //! The real `wfcgi.exe`, cross-built for Windows with the official Windows CPython 3.13
 //! embedded, run under Wine (`scripts/setup-windows-env` installs and builds all of it).
 //!
-//! `wfcgi.exe serve` over TCP, and `wfcgi.exe` started as IIS starts it in its default
-//! NamedPipe mode (crates/iis-sim plays IIS): the named pipe's server end as standard input,
-//! no standard output or error. IIS's Tcp mode and its shutdown event are still to come.
+//! `wfcgi.exe serve` over TCP, and `wfcgi.exe` started as IIS starts it (crates/iis-sim plays
+//! IIS): in NamedPipe mode the named pipe's server end as standard input, in Tcp mode a
+//! listening socket; no standard output or error; `_FCGI_SHUTDOWN_EVENT_` set.
 
 #![cfg(unix)]
 
 use sha2::{Digest, Sha256};
 use test_support::peers::repo;
 use test_support::wfcgi::wsgi_params;
-use test_support::wine::{windows_path, WindowsEnv, WineProcess};
+use test_support::wine::{windows_path, Iis, WindowsEnv, WineProcess};
 use test_support::{Client, Reply};
 
 fn get(client: &mut Client, path: &str) -> Reply {
     client.request(1, &wsgi_params("GET", path, ""), b"")
+}
+
+/// The test app started by iis-sim as IIS would (`mode`), with its WSGI_LOG in a scratch
+/// folder (`log`, relative to it), and `extra` flags: the process, the log file, the folder.
+fn testapp_as_iis(
+    mode: Iis,
+    name: &str,
+    handler: &str,
+    log: &str,
+    extra: &[&str],
+) -> (WineProcess, std::path::PathBuf, test_support::TempDir) {
+    let env = WindowsEnv::get();
+    let dir = test_support::TempDir::new(name);
+    let log = dir.path().join(log.replace('\\', "/"));
+    let app_dir = windows_path(&repo().join("python"));
+    let log_arg = windows_path(&log);
+    let mut args = vec![
+        "--app-dir",
+        &app_dir,
+        "--handler",
+        handler,
+        "--log-file",
+        &log_arg,
+    ];
+    args.extend_from_slice(extra);
+    (WineProcess::as_iis(&env, mode, &args), log, dir)
+}
+
+/// The process ends by itself, with status 0, within 30 s.
+fn assert_exits_0(iis: &mut WineProcess) {
+    let status = iis.wait_exit(std::time::Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        iis.output()
+    );
 }
 
 fn serve_testapp() -> WineProcess {
@@ -62,21 +98,12 @@ fn wfcgi_exe_serves_the_test_app_with_windows_cpython() {
 
 #[test]
 fn wfcgi_exe_serves_the_named_pipe_iis_hands_it() {
-    let env = WindowsEnv::get();
-    let dir = test_support::TempDir::new("wine-iis");
-    let log = dir.path().join("wfcgi.log");
-    let app_dir = windows_path(&repo().join("python"));
-    let log_arg = windows_path(&log);
-    let mut iis = WineProcess::as_iis(
-        &env,
-        &[
-            "--app-dir",
-            &app_dir,
-            "--handler",
-            "testapp.app.application",
-            "--log-file",
-            &log_arg,
-        ],
+    let (mut iis, log, _dir) = testapp_as_iis(
+        Iis::Pipe,
+        "wine-iis",
+        "testapp.app.application",
+        "wfcgi.log",
+        &[],
     );
     let mut client = Client::connect(iis.addr().parse().unwrap());
     // Several requests over the one kept connection, as IIS sends them.
@@ -94,12 +121,7 @@ fn wfcgi_exe_serves_the_named_pipe_iis_hands_it() {
 
     // IIS closing the pipe ends the process, cleanly; with no console, the log file has it all.
     drop(client);
-    let status = iis.wait_exit(std::time::Duration::from_secs(30));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "{status:?}\n{}",
-        iis.output()
-    );
+    assert_exits_0(&mut iis);
     assert!(
         iis.output().contains("the program exited with 0"),
         "{}",
@@ -118,23 +140,12 @@ fn without_keep_conn_the_pipe_is_disconnected_and_connected_again() {
     // cgi-fcgi (Debian's libfcgi-bin) sends each request without FCGI_KEEP_CONN, as libfcgi's
     // web servers may: wfcgi closes the connection after the response, disconnects its pipe
     // end and connects it again for the next, in the same process (libfcgi's behaviour).
-    let env = WindowsEnv::get();
-    let dir = test_support::TempDir::new("wine-reconnect");
-    let log = dir.path().join("wfcgi.log");
-    let app_dir = windows_path(&repo().join("python"));
-    let log_arg = windows_path(&log);
-    let mut iis = WineProcess::as_iis(
-        &env,
-        &[
-            "--app-dir",
-            &app_dir,
-            "--handler",
-            "testapp.app.application",
-            "--log-file",
-            &log_arg,
-            "--log-level",
-            "debug",
-        ],
+    let (mut iis, log, _dir) = testapp_as_iis(
+        Iis::Pipe,
+        "wine-reconnect",
+        "testapp.app.application",
+        "wfcgi.log",
+        &["--log-level", "debug"],
     );
     let cgi = [
         ("REQUEST_METHOD", "GET"),
@@ -152,12 +163,7 @@ fn without_keep_conn_the_pipe_is_disconnected_and_connected_again() {
     let mut client = Client::connect(iis.addr().parse().unwrap());
     assert_eq!(get(&mut client, "/hello").body(), b"Hello, World!");
     drop(client);
-    let status = iis.wait_exit(std::time::Duration::from_secs(30));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "{status:?}\n{}",
-        iis.output()
-    );
+    assert_exits_0(&mut iis);
     let logged = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(
         logged.matches("first request: starting the app").count(),
@@ -173,21 +179,12 @@ fn without_keep_conn_the_pipe_is_disconnected_and_connected_again() {
 
 #[test]
 fn the_iis_shutdown_event_lets_the_request_in_progress_finish_then_exits_0() {
-    let env = WindowsEnv::get();
-    let dir = test_support::TempDir::new("wine-shutdown");
-    let log = dir.path().join("wfcgi.log");
-    let app_dir = windows_path(&repo().join("python"));
-    let log_arg = windows_path(&log);
-    let mut iis = WineProcess::as_iis(
-        &env,
-        &[
-            "--app-dir",
-            &app_dir,
-            "--handler",
-            "testapp.app.application",
-            "--log-file",
-            &log_arg,
-        ],
+    let (mut iis, log, _dir) = testapp_as_iis(
+        Iis::Pipe,
+        "wine-shutdown",
+        "testapp.app.application",
+        "wfcgi.log",
+        &[],
     );
     let mut client = Client::connect(iis.addr().parse().unwrap());
     assert_eq!(get(&mut client, "/hello").body(), b"Hello, World!");
@@ -226,21 +223,12 @@ fn the_iis_shutdown_event_lets_the_request_in_progress_finish_then_exits_0() {
 
 #[test]
 fn iis_tcp_mode_serves_the_listening_socket_on_stdin() {
-    let env = WindowsEnv::get();
-    let dir = test_support::TempDir::new("wine-tcp-mode");
-    let log = dir.path().join("wfcgi.log");
-    let app_dir = windows_path(&repo().join("python"));
-    let log_arg = windows_path(&log);
-    let mut iis = WineProcess::as_iis_tcp(
-        &env,
-        &[
-            "--app-dir",
-            &app_dir,
-            "--handler",
-            "testapp.app.application",
-            "--log-file",
-            &log_arg,
-        ],
+    let (mut iis, log, _dir) = testapp_as_iis(
+        Iis::Tcp,
+        "wine-tcp-mode",
+        "testapp.app.application",
+        "wfcgi.log",
+        &[],
     );
     // Several connections at once: the socket is a listener, not one connection.
     let addr = iis.addr().parse().unwrap();
@@ -279,21 +267,12 @@ fn iis_tcp_mode_serves_the_listening_socket_on_stdin() {
 
 #[test]
 fn under_iis_there_is_no_console_the_log_has_everything_and_windows_identity_reaches_environ() {
-    let env = WindowsEnv::get();
-    let dir = test_support::TempDir::new("wine-console");
-    let log = dir.path().join("logs").join("wfcgi.log");
-    let app_dir = windows_path(&repo().join("python"));
-    let log_arg = windows_path(&log);
-    let mut iis = WineProcess::as_iis(
-        &env,
-        &[
-            "--app-dir",
-            &app_dir,
-            "--handler",
-            "testapp.app.application",
-            "--log-file",
-            &log_arg,
-        ],
+    let (mut iis, log, _dir) = testapp_as_iis(
+        Iis::Pipe,
+        "wine-console",
+        "testapp.app.application",
+        "logs\\wfcgi.log",
+        &[],
     );
     let mut client = Client::connect(iis.addr().parse().unwrap());
     // print() and wsgi.errors with no stdout or stderr to write to: they land in the log.
@@ -318,9 +297,7 @@ fn under_iis_there_is_no_console_the_log_has_everything_and_windows_identity_rea
         assert!(text.contains(expected), "{expected} not in {text}");
     }
     drop(client);
-    assert!(iis
-        .wait_exit(std::time::Duration::from_secs(30))
-        .is_some_and(|s| s.success()));
+    assert_exits_0(&mut iis);
     let logged = std::fs::read_to_string(&log).unwrap_or_default();
     for line in ["printed-to-stdout", "printed-to-stderr", "wsgi-errors-line"] {
         assert!(logged.contains(line), "{line} not in the log:\n{logged}");
@@ -329,21 +306,12 @@ fn under_iis_there_is_no_console_the_log_has_everything_and_windows_identity_rea
 
 #[test]
 fn under_iis_a_bad_handler_is_explained_in_the_log_and_answered_with_500() {
-    let env = WindowsEnv::get();
-    let dir = test_support::TempDir::new("wine-bad-handler");
-    let log = dir.path().join("wfcgi.log");
-    let app_dir = windows_path(&repo().join("python"));
-    let log_arg = windows_path(&log);
-    let mut iis = WineProcess::as_iis(
-        &env,
-        &[
-            "--app-dir",
-            &app_dir,
-            "--handler",
-            "testapp.nosuchmodule.application",
-            "--log-file",
-            &log_arg,
-        ],
+    let (mut iis, log, _dir) = testapp_as_iis(
+        Iis::Pipe,
+        "wine-bad-handler",
+        "testapp.nosuchmodule.application",
+        "wfcgi.log",
+        &[],
     );
     let mut client = Client::connect(iis.addr().parse().unwrap());
     let reply = get(&mut client, "/hello");
@@ -356,9 +324,7 @@ fn under_iis_a_bad_handler_is_explained_in_the_log_and_answered_with_500() {
     // The process keeps serving (and keeps answering 500 until the handler is fixed).
     assert_eq!(get(&mut client, "/hello").status(), 500);
     drop(client);
-    assert!(iis
-        .wait_exit(std::time::Duration::from_secs(30))
-        .is_some_and(|s| s.success()));
+    assert_exits_0(&mut iis);
     let logged = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(logged.contains("testapp.nosuchmodule"), "{logged}");
     assert!(
@@ -382,7 +348,7 @@ fn configured_by_web_config_alone_as_iis_runs_it() {
         ],
     );
     let site_dir = windows_path(site.path());
-    let mut iis = WineProcess::as_iis(&env, &[]);
+    let mut iis = WineProcess::as_iis(&env, Iis::Pipe, &[]);
     let mut client = Client::connect(iis.addr().parse().unwrap());
     let iis_params = |method: &'static str, path: &'static str, query: &'static str| {
         let mut params = wsgi_params(method, path, query);
@@ -415,9 +381,7 @@ fn configured_by_web_config_alone_as_iis_runs_it() {
     assert_eq!(file.body(), &test_support::pattern(0, 300_000)[..]);
 
     drop(client);
-    assert!(iis
-        .wait_exit(std::time::Duration::from_secs(30))
-        .is_some_and(|s| s.success()));
+    assert_exits_0(&mut iis);
     let logged =
         std::fs::read_to_string(site.path().join("logs").join("wfcgi.log")).unwrap_or_default();
     assert!(logged.contains("read web.config"), "{logged}");
@@ -429,8 +393,9 @@ fn the_pipe_client_may_connect_after_wfcgi_waits_for_it() {
     // its overlapped handle) when the web server's end connects.
     let env = WindowsEnv::get();
     let app_dir = windows_path(&repo().join("python"));
-    let mut iis = WineProcess::as_iis_server_first(
+    let mut iis = WineProcess::as_iis(
         &env,
+        Iis::PipeServerFirst,
         &[
             "--app-dir",
             &app_dir,
@@ -446,9 +411,7 @@ fn the_pipe_client_may_connect_after_wfcgi_waits_for_it() {
         iis.output()
     );
     drop(client);
-    assert!(iis
-        .wait_exit(std::time::Duration::from_secs(30))
-        .is_some_and(|s| s.success()));
+    assert_exits_0(&mut iis);
 }
 
 #[test]
@@ -474,7 +437,7 @@ fn a_django_site_in_a_windows_venv_as_iis_runs_it() {
         ],
     );
     let site_dir = windows_path(site.path());
-    let mut iis = WineProcess::as_iis(&env, &[]);
+    let mut iis = WineProcess::as_iis(&env, Iis::Pipe, &[]);
     let mut client = Client::connect(iis.addr().parse().unwrap());
     let django_get = |client: &mut Client, path: &'static str| {
         let mut params = wsgi_params("GET", path, "");
@@ -494,9 +457,7 @@ fn a_django_site_in_a_windows_venv_as_iis_runs_it() {
     assert_eq!(login.status(), 200);
     assert!(String::from_utf8_lossy(login.body()).contains("csrfmiddlewaretoken"));
     drop(client);
-    assert!(iis
-        .wait_exit(std::time::Duration::from_secs(30))
-        .is_some_and(|s| s.success()));
+    assert_exits_0(&mut iis);
     // Django is only in the venv: it imported, so the venv was used. The handler came from
     // web.config, as the log says.
     let logged = std::fs::read_to_string(&log).unwrap_or_default();

@@ -87,6 +87,17 @@ pub fn windows_path(path: &Path) -> String {
     format!("Z:{}", path.display()).replace('/', "\\")
 }
 
+/// How iis-sim hands wfcgi.exe its connection.
+#[derive(Debug, Clone, Copy)]
+pub enum Iis {
+    /// NamedPipe mode (IIS's default), the web server's end connected first, as IIS does.
+    Pipe,
+    /// NamedPipe mode, the web server's end connected after wfcgi.exe waits for it.
+    PipeServerFirst,
+    /// Tcp mode: a listening socket as standard input.
+    Tcp,
+}
+
 /// A Windows program running under Wine, its output collected; killed on drop.
 pub struct WineProcess {
     child: Child,
@@ -148,36 +159,25 @@ impl WineProcess {
         WineProcess::spawn(cmd, false).listening(port, "wfcgi.exe", None)
     }
 
-    /// `wfcgi.exe ARGS...` started as IIS starts it in NamedPipe mode, by `iis-sim.exe`
-    /// (crates/iis-sim), which relays 127.0.0.1:PORT to the pipe; once the port accepts.
-    pub fn as_iis(env: &WindowsEnv, args: &[&str]) -> WineProcess {
+    /// `wfcgi.exe ARGS...` started as IIS starts it, by `iis-sim.exe` (crates/iis-sim), once
+    /// 127.0.0.1:PORT takes connections: relayed to the pipe in the pipe modes, wfcgi's own
+    /// listening socket in Tcp mode.
+    pub fn as_iis(env: &WindowsEnv, mode: Iis, args: &[&str]) -> WineProcess {
         let port = free_port();
         let mut cmd = env.command(&iis_sim_exe());
+        match mode {
+            Iis::Pipe => {}
+            Iis::PipeServerFirst => {
+                cmd.arg("--server-first");
+            }
+            Iis::Tcp => {
+                cmd.arg("--tcp");
+            }
+        }
         cmd.arg(port.to_string())
             .arg(windows_path(&wfcgi_exe()))
             .args(args);
-        // iis-sim takes one connection only: a probe would be it. It says when it listens.
-        WineProcess::spawn(cmd, true).listening(port, "iis-sim.exe", Some("iis-sim: listening on"))
-    }
-
-    /// [`Self::as_iis`] with the pipe's client end connected only after wfcgi.exe waits for it.
-    pub fn as_iis_server_first(env: &WindowsEnv, args: &[&str]) -> WineProcess {
-        let port = free_port();
-        let mut cmd = env.command(&iis_sim_exe());
-        cmd.args(["--server-first", &port.to_string()])
-            .arg(windows_path(&wfcgi_exe()))
-            .args(args);
-        WineProcess::spawn(cmd, true).listening(port, "iis-sim.exe", Some("iis-sim: listening on"))
-    }
-
-    /// `wfcgi.exe ARGS...` started as IIS starts it in Tcp mode (`protocol="Tcp"`): a
-    /// listening socket on 127.0.0.1:PORT as its standard input, made by `iis-sim.exe --tcp`.
-    pub fn as_iis_tcp(env: &WindowsEnv, args: &[&str]) -> WineProcess {
-        let port = free_port();
-        let mut cmd = env.command(&iis_sim_exe());
-        cmd.args(["--tcp", &port.to_string()])
-            .arg(windows_path(&wfcgi_exe()))
-            .args(args);
+        // iis-sim relays one connection at a time: a probe would be one. It says when it listens.
         WineProcess::spawn(cmd, true).listening(port, "iis-sim.exe", Some("iis-sim: listening on"))
     }
 
