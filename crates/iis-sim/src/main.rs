@@ -241,6 +241,8 @@ mod windows {
     /// IIS's default NamedPipe mode, with each TCP connection relayed to a pipe connection.
     async fn pipe_mode(port: u16, program: &[String], server_first: bool) -> Result<u32, String> {
         let name = format!(r"\\.\pipe\wfcgi-iis-sim-{}", std::process::id());
+        // IIS also tells the process the pipe's name (nothing here needs it; wfastcgi logs it).
+        std::env::set_var("_FCGI_X_PIPE_", &name);
         let name_w = wide(&name);
         let inherit = inheritable();
         // SAFETY: `name_w` is NUL-terminated and `inherit` valid for the call.
