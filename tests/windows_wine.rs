@@ -466,3 +466,80 @@ fn a_django_site_in_a_windows_venv_as_iis_runs_it() {
         "{logged}"
     );
 }
+
+#[test]
+fn wfcgi_enable_runs_appcmd_with_whole_arguments_and_writes_the_site_web_config() {
+    let env = WindowsEnv::get();
+    let dir = test_support::TempDir::new("wine-enable");
+    // A site folder with a space in its name, as under C:\inetpub\my site.
+    let site = dir.path().join("my site");
+    std::fs::create_dir_all(&site).unwrap();
+    let recorded = dir.path().join("appcmd.log");
+    let run = |args: &[&str]| {
+        let mut cmd = env.command(&test_support::wine::wfcgi_exe());
+        cmd.args(args)
+            .env("WFCGI_TEST_APPCMD_LOG", windows_path(&recorded))
+            .stdin(std::process::Stdio::null());
+        let out = cmd.output().expect("run wfcgi.exe");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let appcmd = windows_path(&test_support::wine::appcmd_exe());
+    let site_arg = windows_path(&site);
+    let (ok, out) = run(&[
+        "enable",
+        "--appcmd",
+        &appcmd,
+        "--app-dir",
+        &site_arg,
+        "--handler",
+        "django.core.wsgi.get_wsgi_application()",
+    ]);
+    assert!(ok, "{out}");
+    let exe = windows_path(&test_support::wine::wfcgi_exe());
+    let args = std::fs::read_to_string(&recorded).unwrap();
+    let expected = format!(
+        "set\nconfig\n/section:system.webServer/fastCgi\n/+[fullPath='{exe}',signalBeforeTerminateSeconds='30',instanceMaxRequests='10000',activityTimeout='600']\n/commit:apphost\n--\n"
+    );
+    assert_eq!(args, expected);
+    let config = std::fs::read_to_string(site.join("web.config")).expect("web.config written");
+    assert!(
+        config.contains(&format!("scriptProcessor=\"{exe}\"")),
+        "{config}"
+    );
+    assert!(config.contains(r#"responseBufferLimit="0""#));
+
+    // Never overwritten without --force; --dry-run runs nothing.
+    let (ok, out) = run(&[
+        "enable",
+        "--appcmd",
+        &appcmd,
+        "--app-dir",
+        &site_arg,
+        "--handler",
+        "app.app",
+    ]);
+    assert!(!ok && out.contains("--force"), "{out}");
+    let (ok, out) = run(&["disable", "--appcmd", &appcmd, "--dry-run"]);
+    assert!(
+        ok && out.contains(&format!("/-[fullPath='{exe}']")),
+        "{out}"
+    );
+    let (ok, _) = run(&["disable", "--appcmd", &appcmd]);
+    assert!(ok);
+    let args = std::fs::read_to_string(&recorded).unwrap();
+    assert!(
+        args.ends_with(&format!(
+            "set\nconfig\n/section:system.webServer/fastCgi\n/-[fullPath='{exe}']\n/commit:apphost\n--\n"
+        )),
+        "{args}"
+    );
+    assert_eq!(
+        args.matches("--\n").count(),
+        2,
+        "the refused and dry runs ran nothing: {args}"
+    );
+}

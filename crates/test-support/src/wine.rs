@@ -32,6 +32,7 @@ impl WindowsEnv {
             env.root.join("venv-django/pyvenv.cfg"),
             wfcgi_exe(),
             iis_sim_exe(),
+            appcmd_exe(),
         ] {
             assert!(
                 needed.exists(),
@@ -80,6 +81,11 @@ pub fn wfcgi_exe() -> PathBuf {
 /// `target/x86_64-pc-windows-gnu/debug/iis-sim.exe`.
 pub fn iis_sim_exe() -> PathBuf {
     repo().join("target/x86_64-pc-windows-gnu/debug/iis-sim.exe")
+}
+
+/// `target/x86_64-pc-windows-gnu/debug/appcmd.exe`, the stand-in that records its arguments.
+pub fn appcmd_exe() -> PathBuf {
+    repo().join("target/x86_64-pc-windows-gnu/debug/appcmd.exe")
 }
 
 /// A Unix path as Wine's `Z:` drive shows it.

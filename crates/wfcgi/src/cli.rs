@@ -15,10 +15,72 @@ pub(crate) struct Cli {
     pub flags: Flags,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Command {
     /// Listen on addresses of its own.
     Serve,
+    /// Register with (or remove from) IIS: `enable` / `disable`.
+    Iis(crate::enable::Options),
+}
+
+/// `enable` or `disable`, with the arguments they share.
+fn iis_command(name: &'static str, about: &'static str, enable: bool) -> clap::Command {
+    let defaults = crate::enable::Options::default();
+    let mut cmd = clap::Command::new(name)
+        .about(about)
+        .arg(
+            Arg::new("appcmd")
+                .long("appcmd")
+                .value_name("PATH")
+                .help("appcmd.exe [default: %windir%\\system32\\inetsrv\\appcmd.exe]"),
+        )
+        .arg(
+            Arg::new("apphostconfig")
+                .long("apphostconfig")
+                .value_name("FILE")
+                .help("IIS Express: its applicationhost.config"),
+        )
+        .arg(
+            Arg::new("dry-run")
+                .long("dry-run")
+                .action(ArgAction::SetTrue)
+                .help("print the appcmd command (and the web.config) instead of running it"),
+        );
+    if enable {
+        cmd = cmd
+            .arg(
+                Arg::new("force")
+                    .long("force")
+                    .action(ArgAction::SetTrue)
+                    .help("replace an existing web.config in --app-dir"),
+            )
+            .arg(number_arg(
+                "signal-before-terminate-secs",
+                "IIS's wait after its shutdown event (let running requests finish)",
+                defaults.signal_before_terminate_secs,
+            ))
+            .arg(number_arg(
+                "instance-max-requests",
+                "requests before IIS recycles the process (IIS's default 200 restarts Python often)",
+                defaults.instance_max_requests,
+            ))
+            .arg(number_arg(
+                "activity-timeout-secs",
+                "IIS kills a request silent for this long (IIS's default is 70)",
+                defaults.activity_timeout_secs,
+            ));
+    }
+    cmd
+}
+
+fn number_arg(name: &'static str, help: &'static str, default: u32) -> Arg {
+    Arg::new(name)
+        .long(name)
+        .value_name("N")
+        .value_parser(clap::value_parser!(u32))
+        // clap keeps default values as &'static str; three small strings, once per process.
+        .default_value(&*Box::leak(default.to_string().into_boxed_str()))
+        .help(help)
 }
 
 /// The clap command: the settings' flags (global, or on `serve` when only serving listens),
@@ -60,6 +122,17 @@ pub(crate) fn command() -> clap::Command {
         }
     }
     cmd.subcommand(serve)
+        .subcommand(iis_command(
+            "enable",
+            "Register wfcgi as an IIS FastCGI application (appcmd); with --app-dir and --handler also \
+             write the site's web.config (wfastcgi-enable's successor)",
+            true,
+        ))
+        .subcommand(iis_command(
+            "disable",
+            "Remove wfcgi's IIS FastCGI application (appcmd)",
+            false,
+        ))
 }
 
 /// The settings without a flag, and the precedence rule, for `--help`.
@@ -91,14 +164,15 @@ impl Cli {
 
     fn from_matches(matches: &ArgMatches) -> Cli {
         let serve = matches.subcommand_matches("serve");
+        let sub = matches.subcommand().map(|(_, m)| m);
         let mut flags = Flags::default();
         for setting in SETTINGS {
             let Some(flag) = setting.flag else { continue };
-            // Global flags are propagated to the subcommand's matches, so serve's hold all.
+            // Global flags are propagated to the subcommand's matches, which hold all.
             let Some(found) = (if flag.serve_only {
                 serve
             } else {
-                serve.or(Some(matches))
+                sub.or(Some(matches))
             }) else {
                 continue;
             };
@@ -112,10 +186,33 @@ impl Cli {
             };
             flags.set(setting.name, values);
         }
-        Cli {
-            command: serve.map(|_| Command::Serve),
-            flags,
-        }
+        let command = match matches.subcommand() {
+            Some(("serve", _)) => Some(Command::Serve),
+            Some((name @ ("enable" | "disable"), m)) => {
+                let number = |id: &str| m.try_get_one::<u32>(id).ok().flatten().copied();
+                let defaults = crate::enable::Options::default();
+                Some(Command::Iis(crate::enable::Options {
+                    enable: name == "enable",
+                    appcmd: m.get_one::<String>("appcmd").map(Into::into),
+                    apphostconfig: m.get_one::<String>("apphostconfig").map(Into::into),
+                    dry_run: m.get_flag("dry-run"),
+                    force: m
+                        .try_get_one::<bool>("force")
+                        .ok()
+                        .flatten()
+                        .copied()
+                        .unwrap_or(false),
+                    signal_before_terminate_secs: number("signal-before-terminate-secs")
+                        .unwrap_or(defaults.signal_before_terminate_secs),
+                    instance_max_requests: number("instance-max-requests")
+                        .unwrap_or(defaults.instance_max_requests),
+                    activity_timeout_secs: number("activity-timeout-secs")
+                        .unwrap_or(defaults.activity_timeout_secs),
+                }))
+            }
+            _ => None,
+        };
+        Cli { command, flags }
     }
 }
 

@@ -10,6 +10,7 @@
 //!   validation with messages that say where a value came from and how to fix it.
 //! - [`webconfig`]: the `<appSettings>` of an IIS web.config.
 //! - [`logging`]: stderr and the `WSGI_LOG` file, reconfigurable after web.config is read.
+//! - [`enable`]: `wfcgi enable` / `disable` (IIS registration, the site's web.config).
 //! - [`lazy`]: stdin mode's handler, which starts the bridge on the first request.
 //! - [`signals`]: SIGTERM/SIGINT, Ctrl-C, and IIS's `_FCGI_SHUTDOWN_EVENT_`.
 //!
@@ -22,6 +23,7 @@
 //!   under IIS an exit shows only "The FastCGI process exited unexpectedly".
 
 mod cli;
+mod enable;
 mod lazy;
 mod logging;
 mod settings;
@@ -64,6 +66,13 @@ fn main() -> ExitCode {
     };
     match command {
         Some(Command::Serve) => serve(&flags, &env, &cwd),
+        Some(Command::Iis(options)) => {
+            let site = match settings::iis_site(&flags, &cwd, options.enable) {
+                Ok(site) => site,
+                Err(message) => return startup_failure(&message, None),
+            };
+            enable::run(&options, site.as_ref())
+        }
         None => serve_stdin(flags, env, cwd),
     }
 }

@@ -607,6 +607,41 @@ pub(crate) fn early_logging(
     (level, file)
 }
 
+/// The site `wfcgi enable` writes a web.config for: `--app-dir` with `--handler` (and
+/// `--log-file`, else `logs\wfcgi.log`). `None` without `--app-dir`, or for `disable`.
+pub(crate) fn iis_site(
+    flags: &Flags,
+    cwd: &Path,
+    enable: bool,
+) -> Result<Option<crate::enable::Site>, String> {
+    let Some(dir) = flags.get(WFCGI_APP_DIR).and_then(|v| v.first()) else {
+        return Ok(None);
+    };
+    if !enable {
+        return Ok(None);
+    }
+    let Some(handler) = flags.get(WSGI_HANDLER).and_then(|v| v.first()) else {
+        return Err(
+            "wfcgi enable --app-dir writes the site's web.config, which needs the app. \
+             Fix: add --handler (e.g. --handler django.core.wsgi.get_wsgi_application())"
+                .to_string(),
+        );
+    };
+    let app_dir = cwd.join(dir);
+    if !app_dir.is_dir() {
+        return Err(format!(
+            "invalid --app-dir \"{dir}\" (command line): {} is not a directory. Fix: give \
+             the site's folder",
+            app_dir.display()
+        ));
+    }
+    Ok(Some(crate::enable::Site {
+        app_dir,
+        handler: handler.clone(),
+        log_file: flags.get(WSGI_LOG).and_then(|v| v.first()).cloned(),
+    }))
+}
+
 /// Copies the appSettings into the process environment, as wfastcgi did (so that the app, its
 /// `os.environ` and its subprocesses see `DJANGO_SETTINGS_MODULE` and the like).
 ///
