@@ -783,6 +783,7 @@ mod tests {
         }
     }
 
+    #[cfg(unix)]
     #[tokio::test]
     async fn unix_socket_gets_its_mode_and_is_removed_on_drop() {
         use std::os::unix::fs::PermissionsExt;

@@ -1276,7 +1276,11 @@ mod tests {
             app_dir(&with_flag, &env, &tmp, Some(&tmp))
                 .expect_err("missing")
                 .to_string(),
-            "invalid --app-dir \"/definitely/not/here\" (command line): /definitely/not/here is not a directory. Fix: give an existing folder"
+            format!(
+                "invalid --app-dir \"/definitely/not/here\" (command line): {} is not a directory. Fix: give an existing folder",
+                // "/definitely/not/here" on Unix; on Windows on the current drive.
+                tmp.join(Path::new("/definitely/not/here")).display()
+            )
         );
         let env_missing = Environment::from_pairs([(WFCGI_APP_DIR, "")]);
         assert_eq!(
@@ -1287,7 +1291,10 @@ mod tests {
             app_dir(&none, &env, &tmp, Some(Path::new("/definitely/not/here")))
                 .expect_err("fallback missing")
                 .to_string(),
-            "the app directory /definitely/not/here does not exist. Fix: pass --app-dir or set WFCGI_APP_DIR"
+            format!(
+                "the app directory {} does not exist. Fix: pass --app-dir or set WFCGI_APP_DIR",
+                tmp.join(Path::new("/definitely/not/here")).display()
+            )
         );
     }
 
