@@ -194,12 +194,14 @@ impl StartResponse {
         let Some(response) = self.response.as_mut() else {
             return Err(SendError::Gone(WriteError::ConnectionClosed));
         };
-        if response.is_aborted() {
-            let e = WriteError::Aborted;
-            self.gone = Some(e);
-            return Err(SendError::Gone(e));
-        }
         if last {
+            // Kept for finish_with, which drops it for a request that is over; say so now, as
+            // a write would (try_write checks the same for every other piece).
+            if response.is_aborted() {
+                let e = WriteError::Aborted;
+                self.gone = Some(e);
+                return Err(SendError::Gone(e));
+            }
             self.last = Some(data);
             return Ok(());
         }

@@ -15,6 +15,7 @@
 //! environment) and what to write instead.
 
 mod apply;
+#[cfg(test)]
 mod reference;
 pub(crate) mod table;
 
@@ -614,10 +615,7 @@ pub(crate) fn iis_site(
     cwd: &Path,
     enable: bool,
 ) -> Result<Option<crate::enable::Site>, String> {
-    let Some(dir) = flags.get(WFCGI_APP_DIR).and_then(|v| v.first()) else {
-        return Ok(None);
-    };
-    if !enable {
+    if !enable || flags.get(WFCGI_APP_DIR).is_none() {
         return Ok(None);
     }
     let Some(handler) = flags.get(WSGI_HANDLER).and_then(|v| v.first()) else {
@@ -627,14 +625,9 @@ pub(crate) fn iis_site(
                 .to_string(),
         );
     };
-    let app_dir = cwd.join(dir);
-    if !app_dir.is_dir() {
-        return Err(format!(
-            "invalid --app-dir \"{dir}\" (command line): {} is not a directory. Fix: give \
-             the site's folder",
-            app_dir.display()
-        ));
-    }
+    // The same resolution and message as serving's, from the flag alone (the site is named
+    // on the command line).
+    let app_dir = app_dir(flags, &Environment::default(), cwd, None).map_err(|e| e.to_string())?;
     Ok(Some(crate::enable::Site {
         app_dir,
         handler: handler.clone(),

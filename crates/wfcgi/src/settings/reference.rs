@@ -2,18 +2,14 @@
 //! fails when the file differs from what the table generates, and `UPDATE_DOCS=1 cargo test -p
 //! wfcgi configuration_md` rewrites it.
 
-#[cfg(test)]
 use super::table::{Default, Setting, Takes, SETTINGS};
 
 /// The lines that enclose the generated table in docs/configuration.md.
-#[cfg(test)]
 const BEGIN: &str =
     "<!-- BEGIN settings table: generated from crates/wfcgi/src/settings/table.rs, edit it there -->";
-#[cfg(test)]
 const END: &str = "<!-- END settings table -->";
 
 /// The Markdown table, one row per setting.
-#[cfg(test)]
 fn render() -> String {
     let mut out = String::from(
         "| Flag | web.config / environment name | Default | Meaning | wfastcgi compatibility |\n\
@@ -25,7 +21,6 @@ fn render() -> String {
     out
 }
 
-#[cfg(test)]
 fn row(setting: &Setting) -> String {
     let flag = match setting.flag {
         None => String::new(),
