@@ -543,3 +543,95 @@ fn wfcgi_enable_runs_appcmd_with_whole_arguments_and_writes_the_site_web_config(
         "the refused and dry runs ran nothing: {args}"
     );
 }
+
+/// Waits up to 60 s for the log file to contain `needle`; returns its text.
+fn wait_logged(log: &std::path::Path, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) || std::time::Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_file_change_during_a_slow_request_lets_it_finish_and_the_next_process_serves_the_new_code() {
+    // WSGI_RESTART_FILE_REGEX is not set: wfastcgi's default applies under IIS.
+    let env = WindowsEnv::get();
+    let site = test_support::TempDir::new("wine-restart");
+    let module = |version: &str| {
+        format!(
+            "import time\nVERSION = {version:?}\n\ndef application(environ, start_response):\n    \
+             if environ['PATH_INFO'] == '/sleep':\n        time.sleep(3)\n    \
+             start_response('200 OK', [('Content-Type', 'text/plain')])\n    \
+             return [VERSION.encode()]\n"
+        )
+    };
+    std::fs::write(site.path().join("site_app.py"), module("one")).unwrap();
+    test_support::wfcgi::write_web_config(
+        site.path(),
+        &[
+            ("WSGI_HANDLER", "site_app.application"),
+            ("WSGI_LOG", "wfcgi.log"),
+        ],
+    );
+    let log = site.path().join("wfcgi.log");
+    let site_dir = windows_path(site.path());
+    let params = |path: &'static str| {
+        let mut params = wsgi_params("GET", path, "");
+        params.extend([
+            ("APPL_PHYSICAL_PATH", site_dir.as_str()),
+            ("INSTANCE_META_PATH", "/LM/W3SVC/1"),
+        ]);
+        params
+    };
+
+    let mut iis = WineProcess::as_iis(&env, Iis::Pipe, &[]);
+    let mut client = Client::connect(iis.addr().parse().unwrap());
+    let sleep_params: Vec<(String, String)> = params("/sleep")
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let slow = std::thread::spawn(move || {
+        let params: Vec<(&str, &str)> = sleep_params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let reply = client.request(1, &params, b"");
+        (reply.status(), reply.body().to_vec())
+    });
+    let logged = wait_logged(&log, "loading the WSGI handler");
+    assert!(
+        logged.contains("restarting when app files change"),
+        "{logged}\n{}",
+        iis.output()
+    );
+    // The app is in its 3 s sleep (the import writes __pycache__, which must not count).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    std::fs::write(site.path().join("site_app.py"), module("two")).unwrap();
+    let logged = wait_logged(&log, "app files changed");
+    assert!(logged.contains("changed=site_app.py"), "{logged}");
+    let (status, body) = slow.join().unwrap();
+    assert_eq!(
+        (status, String::from_utf8_lossy(&body).into_owned()),
+        (200, "one".to_string()),
+        "{}",
+        iis.output()
+    );
+    assert_exits_0(&mut iis);
+    assert!(
+        iis.output().contains("the program exited with 0"),
+        "{}",
+        iis.output()
+    );
+
+    // IIS starts a fresh process for the next request: it has the new code.
+    let mut iis = WineProcess::as_iis(&env, Iis::Pipe, &[]);
+    let mut client = Client::connect(iis.addr().parse().unwrap());
+    let reply = client.request(1, &params("/"), b"");
+    assert_eq!(reply.body(), b"two", "{}", iis.output());
+    drop(client);
+    assert_exits_0(&mut iis);
+}

@@ -524,3 +524,84 @@ fn iis_style_sigterm_lets_an_inline_request_finish() {
         .expect("no exit after the drain");
     assert_eq!(Wfcgi::code(exit), 0, "log:\n{}", w.log());
 }
+
+/// `wfcgi` on mod_fcgid's listening fd 0 with the app directory `app`.
+fn fd0_in(app: &TempDir) -> Wfcgi {
+    let dir = app.path().to_path_buf();
+    Wfcgi::with_listening_stdin(&[], &move |cmd| {
+        cmd.current_dir(&dir)
+            .env_remove("WSGI_HANDLER")
+            .env_remove("WFCGI_APP_DIR");
+    })
+}
+
+#[test]
+fn a_file_change_restarts_after_the_request_in_progress_finishes() {
+    // Set explicitly: on Unix, wfastcgi's default does not apply (mod_fcgid starts wfcgi again
+    // on the next request; spawn-fcgi would not).
+    let app = app_dir(&[("WSGI_RESTART_FILE_REGEX", r".*\.py$")]);
+    std::fs::write(app.path().join("settings_local.py"), "A = 1\n").unwrap();
+    let mut w = fd0_in(&app);
+    let req = sleep_request(&w, 2000);
+    wait_in_python(&w);
+    let log = w.wait_log("restarting when app files change");
+    assert!(log.contains("restarting when app files change"), "{log}");
+    // Neither bytecode nor files the regex does not match count.
+    std::fs::create_dir_all(app.path().join("__pycache__")).unwrap();
+    std::fs::write(app.path().join("__pycache__/x.cpython-311.pyc"), "x").unwrap();
+    std::fs::write(app.path().join("notes.txt"), "x").unwrap();
+    std::fs::write(app.path().join("settings_local.py"), "A = 2\n").unwrap();
+    let log = w.wait_log("app files changed");
+    assert!(
+        log.contains("settings_local.py") && !log.contains("notes.txt") && !log.contains(".pyc"),
+        "{log}"
+    );
+    assert!(w.try_wait().is_none(), "exited with a request in flight");
+    let (status, body) = req.join().unwrap();
+    assert_eq!(
+        (status, &body[..]),
+        (200, &b"slept"[..]),
+        "log:\n{}",
+        w.log()
+    );
+    let exit = w
+        .wait_exit(Duration::from_secs(30))
+        .expect("wfcgi did not exit after the change");
+    assert_eq!(Wfcgi::code(exit), 0, "log:\n{}", w.log());
+}
+
+#[test]
+fn wfastcgis_default_restart_regex_does_not_apply_on_unix() {
+    let app = app_dir(&[]);
+    let mut w = fd0_in(&app);
+    let hello = |w: &Wfcgi| {
+        w.connect()
+            .request(1, &wsgi_params("GET", "/hello", ""), b"")
+            .status()
+    };
+    assert_eq!(hello(&w), 200, "{}", w.log());
+    std::fs::write(app.path().join("changed.py"), "A = 1\n").unwrap();
+    // Longer than the watcher's quiet period: a restart would have begun.
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(w.try_wait().is_none(), "exited: {}", w.log());
+    assert!(!w.log().contains("app files changed"), "{}", w.log());
+    assert_eq!(hello(&w), 200);
+    assert_eq!(Wfcgi::code(w.stop(libc::SIGTERM)), 0, "log:\n{}", w.log());
+}
+
+#[test]
+fn serve_ignores_an_explicit_restart_regex_and_says_so() {
+    let app = app_dir(&[("WSGI_RESTART_FILE_REGEX", r".*\.py$")]);
+    let mut w = Wfcgi::serve_with(&["--app-dir", app.path().to_str().unwrap()], &|cmd| {
+        cmd.env_remove("WSGI_HANDLER");
+    });
+    let log = w.wait_log("is ignored by `wfcgi serve`");
+    assert!(
+        log.contains(r#"WSGI_RESTART_FILE_REGEX ".*\.py$" (web.config"#),
+        "{log}"
+    );
+    std::fs::write(app.path().join("changed.py"), "A = 1\n").unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(w.try_wait().is_none(), "exited: {}", w.log());
+    assert_eq!(Wfcgi::code(w.stop(libc::SIGTERM)), 0, "log:\n{}", w.log());
+}

@@ -13,6 +13,7 @@
 //! - [`enable`]: `wfcgi enable` / `disable` (IIS registration, the site's web.config).
 //! - [`lazy`]: stdin mode's handler, which starts the bridge on the first request.
 //! - [`signals`]: SIGTERM/SIGINT, Ctrl-C, and IIS's `_FCGI_SHUTDOWN_EVENT_`.
+//! - [`watch`]: the app directory's changes (`WSGI_RESTART_FILE_REGEX`).
 //!
 //! Two modes:
 //! - `wfcgi serve`: settings are read at start-up; any problem is one message on stderr (and
@@ -28,6 +29,7 @@ mod lazy;
 mod logging;
 mod settings;
 mod signals;
+mod watch;
 mod webconfig;
 
 use std::io::IsTerminal;
@@ -125,12 +127,6 @@ fn report_settings(
     for warning in &settings.warnings {
         warn!("{warning}");
     }
-    if let Some(regex) = &settings.restart_file_regex {
-        tracing::debug!(
-            regex = regex.as_str(),
-            "restart-on-change pattern (file watching is not implemented yet)"
-        );
-    }
     match &settings.bridge.handler {
         Some(handler) => info!(handler = %handler.path, source = %handler.source, "WSGI handler"),
         None => info!("no WSGI_HANDLER configured: serving the built-in demo app (set WSGI_HANDLER or --handler)"),
@@ -171,6 +167,14 @@ fn serve(flags: &Flags, env: &Environment, cwd: &Path) -> ExitCode {
     let logging = Logging::init(settings.log_level.as_deref());
     if let Err(message) = report_settings(&logging, &settings, web_config.as_ref(), &app_dir) {
         return startup_failure(&message, Some((&logging, None)));
+    }
+
+    if let Some(restart) = settings.restart_files.as_ref().filter(|r| r.explicit) {
+        warn!(
+            "{} is ignored by `wfcgi serve`: exiting on a change would leave nothing to start \
+             wfcgi again. Restart wfcgi after changing the app",
+            restart.described
+        );
     }
 
     if settings.listen_is_default() {
@@ -265,18 +269,28 @@ fn serve_stdin(flags: Flags, env: Environment, cwd: PathBuf) -> ExitCode {
     let outcome = runtime.block_on(async {
         let listener = fastcgi::Listener::from_stdin()
             .map_err(|e| format!("cannot serve standard input as a FastCGI connection: {e}"))?;
+        let restart = Arc::new(tokio::sync::Notify::new());
         let starter = BridgeStarter {
             flags,
             env,
             cwd,
             logging: logging.clone(),
+            restart: restart.clone(),
+            watching: std::sync::Once::new(),
         };
         let lazy = Arc::new(LazyBridge::new(starter));
         let handler: Arc<dyn fastcgi::Handler> = lazy.clone();
+        let signal = signals::shutdown_signal();
+        let stop = async move {
+            tokio::select! {
+                () = signal => {}
+                () = restart.notified() => {}
+            }
+        };
         let config = fastcgi::ServerConfig::default();
         let grace = config.shutdown_grace;
         let outcome = fastcgi::Server::new(config, handler)
-            .serve(vec![listener], signals::shutdown_signal())
+            .serve(vec![listener], stop)
             .await
             .map_err(|e| format!("the server failed: {e}"))?;
         let drained = match lazy.started() {
@@ -296,6 +310,59 @@ struct BridgeStarter {
     env: Environment,
     cwd: PathBuf,
     logging: Logging,
+    /// Notified when a watched file changed: the server then drains and the process exits 0.
+    restart: Arc<tokio::sync::Notify>,
+    /// The watcher starts with the first settings that load (a failed start is retried).
+    watching: std::sync::Once,
+}
+
+impl BridgeStarter {
+    /// Starts watching the app directory when `WSGI_RESTART_FILE_REGEX` applies here: under IIS
+    /// (wfastcgi's default, on Windows), or when set explicitly (a Unix web server that starts
+    /// wfcgi again on the next request, as mod_fcgid does).
+    fn watch_app(&self, settings: &Settings) {
+        let Some(restart) = &settings.restart_files else {
+            return;
+        };
+        if !(restart.explicit || cfg!(windows)) {
+            return;
+        }
+        self.watching.call_once(|| {
+            let spec = watch::WatchSpec {
+                root: settings.bridge.app_dir.clone(),
+                regex: restart.regex.clone(),
+                ignore_dirs: settings.bridge.venv.iter().filter_map(|v| venv_root(&v.path)).collect(),
+                ignore_files: settings.log_file.iter().cloned().collect(),
+            };
+            let notify = self.restart.clone();
+            let started = watch::watch(spec, watch::DEFAULT_QUIET, move |changed| {
+                let shown: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
+                info!(
+                    changed = %shown.join(", "),
+                    "app files changed (WSGI_RESTART_FILE_REGEX): finishing the requests in progress, then exiting for the web server to start a fresh process"
+                );
+                notify.notify_one();
+                watch::Flow::Stop
+            });
+            match started {
+                Ok(()) => info!(
+                    app_dir = %settings.bridge.app_dir.display(),
+                    "restarting when app files change: {}", restart.described
+                ),
+                Err(message) => error!("{message}"),
+            }
+        });
+    }
+}
+
+/// The folder of a venv given as its folder, its interpreter or an old virtualenv's
+/// `activate_this.py` (both one folder down, in `bin` or `Scripts`).
+fn venv_root(path: &Path) -> Option<PathBuf> {
+    if path.is_dir() {
+        Some(path.to_path_buf())
+    } else {
+        path.parent()?.parent().map(Path::to_path_buf)
+    }
 }
 
 impl Starter for BridgeStarter {
@@ -332,6 +399,8 @@ impl Starter for BridgeStarter {
         settings::apply_environment(&settings);
         report_settings(&self.logging, &settings, web_config.as_ref(), &app_dir)
             .map_err(|message| settings_failure(message, Some(&app_dir)))?;
+        // Before Python starts: a fix to a handler that fails to import restarts the process.
+        self.watch_app(&settings);
         let debug_responses = settings.bridge.debug_responses;
         wsgi::Bridge::start(settings.bridge).map_err(|e| StartFailure {
             retryable: start_error_is_retryable(&e),

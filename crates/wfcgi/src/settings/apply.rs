@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::table::{self, *};
-use super::{Origin, Resolution, SettingsError, Value};
+use super::{Origin, Resolution, RestartFiles, SettingsError, Value};
 
 /// The most Python threads accepted: far beyond what the GIL lets run usefully at once, low
 /// enough to catch a typo (`80000`).
@@ -230,7 +230,7 @@ pub(super) fn restart_file_regex(
     r: &mut Resolution<'_>,
 ) -> Result<(), SettingsError> {
     if value.text.is_empty() {
-        r.settings.restart_file_regex = None;
+        r.settings.restart_files = None;
         return Ok(());
     }
     // `re.match` semantics: anchored at the start of the relative path.
@@ -241,14 +241,11 @@ pub(super) fn restart_file_regex(
              leave it empty to disable restarts",
         )
     })?;
-    if value.origin != Origin::Default {
-        r.settings.warnings.push(format!(
-            "{} is accepted, but wfcgi does not watch files yet: after changing the app, \
-             recycle the app pool (or restart wfcgi)",
-            value.describe()
-        ));
-    }
-    r.settings.restart_file_regex = Some(regex);
+    r.settings.restart_files = Some(RestartFiles {
+        regex,
+        explicit: value.origin != Origin::Default,
+        described: value.describe(),
+    });
     Ok(())
 }
 

@@ -287,6 +287,18 @@ impl Sources<'_> {
     }
 }
 
+/// `WSGI_RESTART_FILE_REGEX`, compiled.
+#[derive(Debug, Clone)]
+pub(crate) struct RestartFiles {
+    /// Anchored at the start, like wfastcgi's `re.match`.
+    pub regex: regex::Regex,
+    /// Set by the user rather than wfastcgi's default: only then does it apply where wfastcgi
+    /// did not run (a Unix web server's fd-0 process, `wfcgi serve`).
+    pub explicit: bool,
+    /// The value and where it came from, for log lines.
+    pub described: String,
+}
+
 /// Everything resolved.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -301,7 +313,7 @@ pub(crate) struct Settings {
     /// A tracing filter directive from `--log-level` / `WFCGI_LOG_LEVEL`, already validated.
     pub log_level: Option<String>,
     /// `None`: restarting on file changes is disabled (empty `WSGI_RESTART_FILE_REGEX`).
-    pub restart_file_regex: Option<regex::Regex>,
+    pub restart_files: Option<RestartFiles>,
     /// appSettings to copy into the process environment, as wfastcgi did.
     pub environment: Vec<(String, String)>,
     /// To be logged once logging is up.
@@ -419,7 +431,7 @@ pub(crate) fn resolve(
             socket_mode: None,
             log_file: None,
             log_level: None,
-            restart_file_regex: None,
+            restart_files: None,
             environment: Vec::new(),
             warnings: sources
                 .web_config
@@ -731,7 +743,9 @@ mod tests {
         assert_eq!(s.bridge.max_body_bytes, None);
         assert!(s.listen_is_default());
         assert!(s.log_file.is_none());
-        let regex = s.restart_file_regex.expect("default regex");
+        let restart = s.restart_files.expect("default regex");
+        assert!(!restart.explicit);
+        let regex = restart.regex;
         assert!(regex.is_match("app/views.py"));
         assert!(!regex.is_match("static/site.css"));
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
@@ -867,7 +881,7 @@ mod tests {
             ]
         );
         assert_eq!(s.socket_mode, Some(0o660));
-        assert!(s.restart_file_regex.is_none(), "empty disables");
+        assert!(s.restart_files.is_none(), "empty disables");
         // Everything but PYTHONPATH goes into the environment.
         assert!(s.environment.contains(&(
             "DJANGO_SETTINGS_MODULE".to_string(),
@@ -1128,14 +1142,14 @@ mod tests {
         }
         .resolve()
         .expect("resolves");
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        let restart = s.restart_files.expect("regex");
+        assert!(restart.explicit);
         assert_eq!(
-            s.warnings,
-            [
-                r#"WSGI_RESTART_FILE_REGEX ".*\.py$" (web.config /site/web.config line 3) is accepted, but wfcgi does not watch files yet: after changing the app, recycle the app pool (or restart wfcgi)"#
-            ]
+            restart.described,
+            r#"WSGI_RESTART_FILE_REGEX ".*\.py$" (web.config /site/web.config line 3)"#
         );
-        let regex = s.restart_file_regex.expect("regex");
-        assert!(regex.is_match("a/b.py") && !regex.is_match("a/b.pyc"));
+        assert!(restart.regex.is_match("a/b.py") && !restart.regex.is_match("a/b.pyc"));
     }
 
     #[test]

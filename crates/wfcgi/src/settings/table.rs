@@ -377,9 +377,9 @@ pub(crate) const SETTINGS: &[Setting] = &[
         name: WSGI_RESTART_FILE_REGEX,
         flag: None,
         default: Default::Value(r".*((\.py)|(\.config))$"),
-        help: "validated, but file watching is not implemented yet: recycle the app pool to restart",
-        doc: "Validated (Rust regex syntax, anchored at the start like `re.match`; empty disables), but **file watching is not implemented yet**: a configured value logs a warning. Recycle the app pool (or restart wfcgi) after deploying.",
-        wfastcgi: "wfastcgi restarted on a match, killing in-flight requests. Look-around and back-references are not accepted.",
+        help: "restart when a file whose path (relative to the app directory) matches changes: the request in progress finishes, then the process exits for IIS to start a fresh one; empty turns it off",
+        doc: "Under IIS (`wfcgi` started on a named pipe or socket, on Windows), a change to a file whose path relative to the app directory matches (Rust regex syntax, anchored at the start like `re.match`) makes wfcgi finish the requests in progress and exit 0, and IIS starts a fresh process for the next request. Changes within 200 ms count as one. `__pycache__`, any virtualenv (a folder with `pyvenv.cfg`) and the log file are ignored. Empty turns it off. On Unix's fd-0 mode (mod_fcgid) only an explicitly set value applies; `wfcgi serve` ignores it with a warning, since nothing would start it again.",
+        wfastcgi: "wfastcgi exited at once on a match, killing requests in flight; wfcgi lets them finish. Look-around and back-references are not accepted.",
         apply: Apply::Each(apply::restart_file_regex),
     },
     Setting {
