@@ -635,3 +635,89 @@ fn a_file_change_during_a_slow_request_lets_it_finish_and_the_next_process_serve
     drop(client);
     assert_exits_0(&mut iis);
 }
+
+/// A site whose web.config serves the test app, with `extra` settings; `(site, its Windows
+/// path)`.
+fn testapp_site(name: &str, extra: &[(&str, &str)]) -> (test_support::TempDir, String) {
+    let site = test_support::TempDir::new(name);
+    let python = windows_path(&repo().join("python"));
+    let mut settings = vec![
+        ("WSGI_HANDLER", "testapp.app.application"),
+        ("PYTHONPATH", python.as_str()),
+        ("WSGI_LOG", "wfcgi.log"),
+    ];
+    settings.extend_from_slice(extra);
+    test_support::wfcgi::write_web_config(site.path(), &settings);
+    let dir = windows_path(site.path());
+    (site, dir)
+}
+
+/// `GET path` as IIS sends it for the site at `site_dir`.
+fn iis_get(client: &mut Client, site_dir: &str, path: &str) -> Reply {
+    let mut params = wsgi_params("GET", path, "");
+    params.extend([
+        ("APPL_PHYSICAL_PATH", site_dir),
+        ("INSTANCE_META_PATH", "/LM/W3SVC/1"),
+    ]);
+    client.request(1, &params, b"")
+}
+
+#[test]
+fn with_python_not_on_path_the_venvs_home_is_enough() {
+    // IIS's usual case: the app pool's PATH has no Python. Windows would stop a program that
+    // imports python313.dll before it runs ("The FastCGI process exited unexpectedly").
+    let env = WindowsEnv::get();
+    let venv = windows_path(&env.django_venv());
+    let (site, site_dir) = testapp_site("wine-no-path", &[("WFCGI_VENV", &venv)]);
+    let env = env.python_off_path();
+    let mut iis = WineProcess::as_iis(&env, Iis::Pipe, &[]);
+    let mut client = Client::connect(iis.addr().parse().unwrap());
+    let reply = iis_get(&mut client, &site_dir, "/hello");
+    let logged = std::fs::read_to_string(site.path().join("wfcgi.log")).unwrap_or_default();
+    assert_eq!(reply.body(), b"Hello, World!", "{logged}\n{}", iis.output());
+    // Loaded from the folder the venv's pyvenv.cfg names.
+    let home = windows_path(&env.python_home());
+    assert!(
+        logged.contains(&format!("loaded Python dll={home}\\python313.dll")),
+        "{logged}"
+    );
+    drop(client);
+    assert_exits_0(&mut iis);
+}
+
+#[test]
+fn with_no_python_to_find_every_request_is_a_500_that_names_the_setting_and_the_log_says_where_it_looked(
+) {
+    let env = WindowsEnv::get().python_off_path();
+    let (site, site_dir) = testapp_site("wine-no-python", &[]);
+    let mut iis = WineProcess::as_iis(&env, Iis::Pipe, &[]);
+    let mut client = Client::connect(iis.addr().parse().unwrap());
+    for _ in 0..2 {
+        let reply = iis_get(&mut client, &site_dir, "/hello");
+        let body = String::from_utf8_lossy(reply.body()).into_owned();
+        assert_eq!(reply.status(), 500, "{body}\n{}", iis.output());
+        assert!(
+            body.contains("wfcgi cannot find Python 3.13 (python313.dll). Fix: set WFCGI_VENV"),
+            "{body}"
+        );
+        assert!(!body.contains("Z:\\"), "no paths shown to visitors: {body}");
+    }
+    let logged = std::fs::read_to_string(site.path().join("wfcgi.log")).unwrap_or_default();
+    assert!(
+        logged.contains("python313.dll (Python 3.13, which wfcgi was built for) cannot be loaded"),
+        "{logged}"
+    );
+    assert!(
+        logged.contains(
+            "python313.dll by Windows' search (wfcgi.exe's folder, the system folders, PATH)"
+        ),
+        "{logged}"
+    );
+    assert!(
+        logged.contains("Fix: set WFCGI_VENV (or --venv)"),
+        "{logged}"
+    );
+    // Still serving (a 500 per request, not an exit), and it stops cleanly.
+    drop(client);
+    assert_exits_0(&mut iis);
+}

@@ -17,6 +17,9 @@ const WINDOWS_HINT: &str = "run scripts/setup-windows-env (Wine, mingw-w64, the 
 /// Where setup-windows-env put things.
 pub struct WindowsEnv {
     root: PathBuf,
+    /// Whether the CPython's folder is on the Windows PATH (as after a python.org install
+    /// with "Add to PATH"), or only where the app's settings say.
+    python_on_path: bool,
 }
 
 impl WindowsEnv {
@@ -24,6 +27,7 @@ impl WindowsEnv {
     pub fn get() -> WindowsEnv {
         let env = WindowsEnv {
             root: repo().join(".windows"),
+            python_on_path: true,
         };
         for needed in [
             env.python_home().join("python313.dll"),
@@ -53,22 +57,31 @@ impl WindowsEnv {
         self.root.join("cp313")
     }
 
-    /// `wine PROGRAM` with this environment's prefix, and the CPython and the shim DLL on the
-    /// Windows PATH (as a machine with Python installed would have them).
+    /// The same environment with the CPython's folder not on the Windows PATH: only a venv's
+    /// `pyvenv.cfg` can lead to it (IIS's usual case: Python is not on the app pool's PATH).
+    pub fn python_off_path(self) -> WindowsEnv {
+        WindowsEnv {
+            python_on_path: false,
+            ..self
+        }
+    }
+
+    /// `wine PROGRAM` with this environment's prefix, the shim DLL and (unless
+    /// [`python_off_path`](Self::python_off_path)) the CPython on the Windows PATH.
     pub fn command(&self, program: &Path) -> Command {
+        let mut path = vec![windows_path(&self.root.join("shim"))];
+        if self.python_on_path {
+            path.insert(0, windows_path(&self.python_home()));
+        }
         let mut cmd = Command::new("wine");
         cmd.arg(program)
             .env("WINEPREFIX", self.root.join("prefix"))
             .env("WINEDEBUG", "-all")
             .env("WINEDLLOVERRIDES", "mscoree,mshtml=")
-            .env(
-                "WINEPATH",
-                format!(
-                    "{};{}",
-                    windows_path(&self.python_home()),
-                    windows_path(&self.root.join("shim"))
-                ),
-            );
+            .env("WINEPATH", path.join(";"))
+            // Nothing of the Linux side's Python may leak into the Windows one.
+            .env_remove("PYTHONHOME")
+            .env_remove("PYTHONPATH");
         cmd
     }
 }

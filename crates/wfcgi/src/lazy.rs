@@ -40,6 +40,8 @@ pub(crate) struct StartFailure {
     pub retryable: bool,
     /// Whether to show `message` in responses.
     pub debug_responses: bool,
+    /// What a visitor may be shown without debug output: the setting and the fix, no paths.
+    pub public: Option<String>,
 }
 
 /// What to do with a request.
@@ -234,6 +236,7 @@ impl<S: Starter> LazyBridge<S> {
                 message: format!("cannot start a thread to start the app: {e}"),
                 retryable: true,
                 debug_responses: false,
+                public: None,
             };
             if let Started::Failed(failure, pending) =
                 self.core.finish(Err(failure), Instant::now())
@@ -302,9 +305,12 @@ pub(crate) fn rejection_response(why: &Rejection) -> Bytes {
                 failure.message
             ),
         ),
-        Rejection::Failed(_) => (
+        Rejection::Failed(failure) => (
             "500 Internal Server Error",
-            "500 Internal Server Error\n\nThe application could not be started. The details are in the server's log (WSGI_LOG).\n".to_string(),
+            match &failure.public {
+                Some(public) => format!("500 Internal Server Error\n\n{public}\n"),
+                None => "500 Internal Server Error\n\nThe application could not be started. The details are in the server's log (WSGI_LOG).\n".to_string(),
+            },
         ),
     };
     wsgi::error_page(status, &body)
@@ -325,6 +331,7 @@ mod tests {
             message: "bad".to_string(),
             retryable,
             debug_responses: false,
+            public: None,
         }
     }
 
@@ -402,6 +409,7 @@ mod tests {
             message: "secret path".to_string(),
             retryable: true,
             debug_responses: false,
+            public: None,
         })));
         assert!(hidden.starts_with(
             "Status: 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -411,6 +419,7 @@ mod tests {
             message: "secret path".to_string(),
             retryable: true,
             debug_responses: true,
+            public: None,
         })));
         assert!(shown.contains("secret path"), "{shown}");
         let busy = text(Rejection::Busy);

@@ -375,6 +375,7 @@ impl Starter for BridgeStarter {
             retryable: true,
             debug_responses: Intended::read(&self.flags, &self.env, app_dir, &self.cwd)
                 .debug_responses,
+            public: None,
         };
         let app_dir = settings::app_dir(
             &self.flags,
@@ -406,6 +407,7 @@ impl Starter for BridgeStarter {
             retryable: start_error_is_retryable(&e),
             message: e.to_string(),
             debug_responses,
+            public: e.public_summary(),
         })
     }
 }
@@ -419,6 +421,7 @@ fn start_error_is_retryable(error: &wsgi::StartError) -> bool {
         | E::NotAVenv { .. }
         | E::VenvVersionMismatch { .. }
         | E::AppDir { .. }
+        | E::PythonNotFound { .. }
         | E::Invalid { .. } => true,
         E::Interpreter { .. }
         | E::AlreadyStarted { .. }

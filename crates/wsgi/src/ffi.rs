@@ -113,9 +113,171 @@ pub(crate) fn library_path() -> Option<PathBuf> {
     Some(PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes())))
 }
 
-#[cfg(not(unix))]
+#[cfg(windows)]
 pub(crate) fn library_path() -> Option<PathBuf> {
-    None
+    dll::loaded(env!("WFCGI_PYTHON_DLL"))
+}
+
+/// Windows: `python3XX.dll` is delay-loaded (crates/wsgi/build.rs): nothing of it may be
+/// touched before [`dll::bind_all_imports`] has run, which `python_dll::ensure_loaded` does
+/// before the first CPython call. The address-table walk is what mingw-w64's
+/// `__HrLoadAllImportsForDll` does, with GetProcAddress's failure returned instead of raised.
+#[cfg(windows)]
+pub(crate) mod dll {
+    use std::ffi::{CStr, OsStr, OsString};
+    use std::os::windows::ffi::{OsStrExt, OsStringExt};
+    use std::path::{Path, PathBuf};
+
+    use windows_sys::Win32::System::LibraryLoader::{
+        GetModuleFileNameW, GetModuleHandleW, GetProcAddress, LoadLibraryExW,
+        LOAD_WITH_ALTERED_SEARCH_PATH,
+    };
+    use windows_sys::Win32::System::Registry::{
+        RegGetValueW, HKEY, HKEY_CURRENT_USER, HKEY_LOCAL_MACHINE, RRF_RT_REG_SZ,
+        RRF_SUBKEY_WOW6464KEY,
+    };
+
+    fn wide(s: &OsStr) -> Vec<u16> {
+        s.encode_wide().chain(std::iter::once(0)).collect()
+    }
+
+    /// Loads the DLL at `path`; its own imports (vcruntime140.dll) come from its folder.
+    pub(crate) fn load_at(path: &Path) -> std::io::Result<()> {
+        let name = wide(path.as_os_str());
+        // SAFETY: name is NUL-terminated and outlives the call; no reserved handle is passed.
+        // A DLL that loads stays loaded for the process's life (the module is never freed).
+        let module = unsafe {
+            LoadLibraryExW(
+                name.as_ptr(),
+                std::ptr::null_mut(),
+                LOAD_WITH_ALTERED_SEARCH_PATH,
+            )
+        };
+        if module.is_null() {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Loads `name` through the standard search (the executable's folder, the system folders,
+    /// PATH).
+    pub(crate) fn load_by_name(name: &str) -> std::io::Result<()> {
+        let name = wide(OsStr::new(name));
+        // SAFETY: as in load_at.
+        let module = unsafe { LoadLibraryExW(name.as_ptr(), std::ptr::null_mut(), 0) };
+        if module.is_null() {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// The file of the loaded module `name`, if it is loaded.
+    pub(crate) fn loaded(name: &str) -> Option<PathBuf> {
+        let wname = wide(OsStr::new(name));
+        // SAFETY: wname is NUL-terminated; GetModuleHandleW does not take a reference.
+        let module = unsafe { GetModuleHandleW(wname.as_ptr()) };
+        if module.is_null() {
+            return None;
+        }
+        let mut buf = vec![0u16; 32 * 1024];
+        // SAFETY: module is a loaded module's handle; buf's length is passed with it.
+        let n = unsafe { GetModuleFileNameW(module, buf.as_mut_ptr(), buf.len() as u32) };
+        Some(PathBuf::from(OsString::from_wide(&buf[..n as usize])))
+    }
+
+    include!(concat!(env!("OUT_DIR"), "/delay_descriptor.rs"));
+
+    /// Binds every delay-loaded import of the Python DLL, already loaded as `dll`, now: its
+    /// data imports (type objects, exception classes) are only usable after this. A name the
+    /// DLL does not export (another Python's DLL) is an error naming it.
+    pub(crate) fn bind_all_imports(dll: &str) -> Result<(), String> {
+        let wname = wide(OsStr::new(dll));
+        // SAFETY: wname is NUL-terminated.
+        let module = unsafe { GetModuleHandleW(wname.as_ptr()) };
+        if module.is_null() {
+            return Err(format!("{dll} is not loaded"));
+        }
+        // SAFETY: a null name gives this executable's own module: the image holding the
+        // descriptor and the address tables it points into.
+        let base = unsafe { GetModuleHandleW(std::ptr::null()) }.cast::<u8>();
+        // SAFETY: the descriptor is a static of this image (made by dlltool, ImgDelayDescr
+        // layout: attributes, then RVAs of the name, the module handle, the IAT and the INT).
+        let descriptor = unsafe { &*std::ptr::addr_of!(PYTHON_DELAY_DESCRIPTOR) };
+        let rva = |r: u32| base.wrapping_add(r as usize);
+        let iat = rva(descriptor[3]).cast::<usize>();
+        let int = rva(descriptor[4]).cast::<u64>();
+        let mut i = 0;
+        loop {
+            // SAFETY: the INT is a zero-terminated array of IMAGE_THUNK_DATA64 inside the image.
+            let entry = unsafe { int.add(i).read() };
+            if entry == 0 {
+                break;
+            }
+            if entry & (1 << 63) != 0 {
+                return Err(format!(
+                    "{dll}: an import by ordinal ({entry:#x}) is not expected"
+                ));
+            }
+            // IMAGE_IMPORT_BY_NAME: a u16 hint, then the NUL-terminated name.
+            let name = rva(entry as u32).wrapping_add(2).cast::<std::ffi::c_char>();
+            // SAFETY: module is the loaded DLL; name is a NUL-terminated string in the image.
+            let address = unsafe { GetProcAddress(module, name.cast()) };
+            let Some(address) = address else {
+                // SAFETY: as above.
+                let name = unsafe { CStr::from_ptr(name) }.to_string_lossy();
+                return Err(format!("{dll} has no {name}"));
+            };
+            // SAFETY: the delay-import IAT is writable data of this image (the delay-load
+            // helper writes it too), with one slot per INT entry; no CPython code runs yet,
+            // so no thread reads the slot while it is written.
+            unsafe { iat.add(i).write(address as usize) };
+            i += 1;
+        }
+        // SAFETY: the descriptor's module-handle slot is writable data of this image; with it
+        // set the delay-load helper, should it ever run, uses this module.
+        unsafe {
+            rva(descriptor[2])
+                .cast::<*mut std::ffi::c_void>()
+                .write(module)
+        };
+        Ok(())
+    }
+
+    /// PEP 514: where the python.org installer says Python `version` is, for this user and
+    /// for all users.
+    pub(crate) fn registered_install_paths(version: &str) -> Vec<PathBuf> {
+        let key = wide(OsStr::new(&format!(
+            r"Software\Python\PythonCore\{version}\InstallPath"
+        )));
+        [HKEY_CURRENT_USER, HKEY_LOCAL_MACHINE]
+            .into_iter()
+            .filter_map(|root| default_value(root, &key))
+            .map(PathBuf::from)
+            .collect()
+    }
+
+    fn default_value(root: HKEY, key: &[u16]) -> Option<OsString> {
+        let mut buf = vec![0u16; 4096];
+        let mut size = (buf.len() * 2) as u32;
+        // SAFETY: key is NUL-terminated; a null value name reads the key's default value;
+        // buf and its size in bytes are passed together.
+        let status = unsafe {
+            RegGetValueW(
+                root,
+                key.as_ptr(),
+                std::ptr::null(),
+                RRF_RT_REG_SZ | RRF_SUBKEY_WOW6464KEY,
+                std::ptr::null_mut(),
+                buf.as_mut_ptr().cast(),
+                &mut size,
+            )
+        };
+        if status != 0 {
+            return None;
+        }
+        let len = (size as usize / 2).saturating_sub(1); // without the NUL
+        Some(OsString::from_wide(&buf[..len]))
+    }
 }
 
 // ---------------------------------------------------------------- per request

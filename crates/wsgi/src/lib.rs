@@ -30,6 +30,8 @@ pub mod input;
 pub mod interpreter;
 pub mod loader;
 mod pool;
+#[cfg(windows)]
+mod python_dll;
 pub mod response;
 pub mod stdio;
 #[cfg(test)]
@@ -72,6 +74,12 @@ pub enum StartError {
         venv_version: String,
         linked_version: String,
     },
+    #[error("{dll} (Python {version}, which wfcgi was built for) cannot be loaded, so Python cannot start. Tried: {}. Fix: set WFCGI_VENV (or --venv) to a virtualenv made with Python {version} (its pyvenv.cfg names the Python in `home`), or install Python {version} for all users with the python.org installer, or add its folder to PATH", tried.join("; "))]
+    PythonNotFound {
+        dll: String,
+        version: String,
+        tried: Vec<String>,
+    },
     #[error("Python failed to start with executable {}: {message}. Fix: check that the venv or the Python installation is complete and readable by this process's user", executable.display())]
     Interpreter {
         executable: PathBuf,
@@ -96,6 +104,19 @@ pub enum StartError {
     Python(String),
     #[error("starting the Python worker threads failed: {0}")]
     Threads(std::io::Error),
+}
+
+impl StartError {
+    /// What a visitor's error page may say without debug output: the setting and the fix,
+    /// with no paths (the log has those). `None`: only that the app could not start.
+    pub fn public_summary(&self) -> Option<String> {
+        match self {
+            StartError::PythonNotFound { dll, version, .. } => Some(format!(
+                "wfcgi cannot find Python {version} ({dll}). Fix: set WFCGI_VENV to a virtualenv made with Python {version}, or install Python {version} for all users. WSGI_LOG lists where wfcgi looked."
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// The text of a Python exception with its traceback, as `traceback.format_exception` gives it.
