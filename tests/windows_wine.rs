@@ -96,30 +96,78 @@ fn wfcgi_exe_serves_the_test_app_with_windows_cpython() {
     assert_eq!(echoed.body(), &body[..]);
 }
 
-#[test]
-fn wfcgi_exe_serves_the_named_pipe_iis_hands_it() {
+/// Requests over the one kept connection, as IIS sends them: after the first (which starts the
+/// app on a pool thread), each runs inline on the thread that serves the pipe, and writes to
+/// the pipe itself; responses of every shape arrive whole. IIS closing the pipe then ends the
+/// process, cleanly, and with no console the log file has it all: returned.
+fn serves_the_pipe_inline(mode: Iis, name: &str) -> String {
     let (mut iis, log, _dir) = testapp_as_iis(
-        Iis::Pipe,
-        "wine-iis",
+        mode,
+        name,
         "testapp.app.application",
         "wfcgi.log",
-        &[],
+        &["--log-level", "debug"],
     );
     let mut client = Client::connect(iis.addr().parse().unwrap());
-    // Several requests over the one kept connection, as IIS sends them.
+    let thread = |client: &mut Client| {
+        let r = get(client, "/thread");
+        String::from_utf8_lossy(r.body()).into_owned()
+    };
+    let first = thread(&mut client);
+    assert!(
+        first.starts_with("wfcgi-python-"),
+        "{first}\n{}",
+        iis.output()
+    );
     for _ in 0..3 {
+        assert_eq!(thread(&mut client), "wfcgi-conn");
         let hello = get(&mut client, "/hello");
         assert_eq!(hello.status(), 200, "{}", iis.output());
         assert_eq!(hello.body(), b"Hello, World!");
     }
+    // 8 MiB to a reader that waits first: the inline writer waits for the pipe.
+    let size = 8 << 20;
+    client.send(&Client::request_bytes(
+        1,
+        true,
+        &wsgi_params("GET", "/bigresponse", &format!("size={size}&chunk=65536")),
+        b"",
+    ));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let big = client.read_reply(1);
+    assert_eq!(big.body().len(), size);
+    assert!(big.body() == test_support::pattern(0, size), "body differs");
+    // A generator's chunks each go out when produced.
+    client.send(&Client::request_bytes(
+        1,
+        true,
+        &wsgi_params("GET", "/stream", "chunks=3&delay=0.4"),
+        b"",
+    ));
+    let start = std::time::Instant::now();
+    let mut first_data = None;
+    loop {
+        let rec = client.read_record().expect("closed");
+        if rec.record_type == fastcgi::RecordType::Stdout && !rec.content.is_empty() {
+            first_data.get_or_insert_with(|| start.elapsed());
+        }
+        if rec.record_type == fastcgi::RecordType::EndRequest {
+            break;
+        }
+    }
+    let (first_data, end) = (first_data.unwrap(), start.elapsed());
+    assert!(
+        end - first_data >= std::time::Duration::from_millis(600),
+        "the first chunk came {first_data:?} after the request, the end {end:?}: not streamed"
+    );
     let body = test_support::pattern(0, 300_000);
     let echoed = client.request(1, &wsgi_params("POST", "/echo", ""), &body);
     assert_eq!(echoed.body(), &body[..]);
     let failed = get(&mut client, "/raise-before");
     assert_eq!(failed.status(), 500);
     assert_eq!(get(&mut client, "/hello").body(), b"Hello, World!");
+    assert_eq!(thread(&mut client), "wfcgi-conn");
 
-    // IIS closing the pipe ends the process, cleanly; with no console, the log file has it all.
     drop(client);
     assert_exits_0(&mut iis);
     assert!(
@@ -130,8 +178,28 @@ fn wfcgi_exe_serves_the_named_pipe_iis_hands_it() {
     let logged = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(logged.contains("named pipe on standard input"), "{logged}");
     assert!(
+        logged.contains("requests run inline on this thread"),
+        "{logged}"
+    );
+    assert!(
         logged.contains("Traceback"),
         "the /raise-before traceback: {logged}"
+    );
+    logged
+}
+
+#[test]
+fn wfcgi_exe_serves_the_named_pipe_iis_hands_it_inline() {
+    let logged = serves_the_pipe_inline(Iis::Pipe, "wine-iis");
+    assert!(logged.contains("is served overlapped"), "{logged}");
+}
+
+#[test]
+fn a_pipe_not_opened_for_overlapped_io_is_served_with_blocking_io() {
+    let logged = serves_the_pipe_inline(Iis::PipeBlocking, "wine-iis-blocking");
+    assert!(
+        logged.contains("not opened for overlapped I/O: serving it with blocking I/O"),
+        "{logged}"
     );
 }
 
@@ -155,7 +223,15 @@ fn without_keep_conn_the_pipe_is_disconnected_and_connected_again() {
         ("SERVER_PROTOCOL", "HTTP/1.1"),
     ];
     for _ in 0..3 {
-        let out = test_support::peers::cgi_fcgi(&iis.addr(), &cgi, b"");
+        let addr = iis.addr();
+        let out = std::panic::catch_unwind(|| test_support::peers::cgi_fcgi(&addr, &cgi, b""))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{}\nlog:\n{}",
+                    iis.output(),
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
         let text = String::from_utf8_lossy(&out).into_owned();
         assert!(text.ends_with("Hello, World!"), "{text}\n{}", iis.output());
     }

@@ -25,8 +25,8 @@ Routes (query parameters in brackets, with their defaults):
   /close-count                 CLOSE_COUNT as decimal text
   /imports?name=mod            ``ok <mod.__file__>`` or ``missing <name>`` (200 both)
   /sys                         JSON of sys.version/executable/prefix/base_prefix/path
-  /thread                      the OS name of the thread running the request (Linux;
-                               ``unknown`` elsewhere): wfcgi-conn, wfcgi-python-N, ...
+  /thread                      the OS name of the thread running the request (Linux and
+                               Windows; ``unknown`` elsewhere): wfcgi-conn, wfcgi-python-N, ...
   anything else                404 text/plain
 """
 
@@ -295,12 +295,31 @@ def sys_info(environ, start_response):
     })
 
 
+def _windows_thread_name():
+    import ctypes
+
+    kernel32 = ctypes.WinDLL("kernel32")
+    kernel32.GetCurrentThread.restype = ctypes.c_void_p
+    kernel32.GetThreadDescription.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_wchar_p)]
+    kernel32.GetThreadDescription.restype = ctypes.c_long
+    kernel32.LocalFree.argtypes = [ctypes.c_wchar_p]
+    description = ctypes.c_wchar_p()
+    if kernel32.GetThreadDescription(kernel32.GetCurrentThread(), ctypes.byref(description)) < 0:
+        return "unknown"
+    name = description.value or "unknown"
+    kernel32.LocalFree(description)
+    return name
+
+
 def thread_name(environ, start_response):
-    try:
-        with open("/proc/self/task/%d/comm" % threading.get_native_id()) as f:
-            name = f.read().strip()
-    except OSError:
-        name = "unknown"
+    if sys.platform == "win32":
+        name = _windows_thread_name()
+    else:
+        try:
+            with open("/proc/self/task/%d/comm" % threading.get_native_id()) as f:
+                name = f.read().strip()
+        except OSError:
+            name = "unknown"
     return _text(start_response, "200 OK", name)
 
 

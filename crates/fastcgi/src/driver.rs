@@ -428,9 +428,16 @@ impl Driver<'_> {
         let id = p.head.id;
         // Inline only when nothing else could need the driver while the request runs: its whole
         // body is here and no other request is in progress.
-        let inline = self.writer.filter(|_| {
-            p.complete && self.active.is_empty() && self.stalled.is_none() && !p.shared.is_failed()
-        });
+        let inline = self
+            .writer
+            .as_ref()
+            .filter(|_| {
+                p.complete
+                    && self.active.is_empty()
+                    && self.stalled.is_none()
+                    && !p.shared.is_failed()
+            })
+            .cloned();
         let (rx, body_tx) = if p.complete {
             p.shared.set(Shared::STDIN_DONE);
             (None, None)

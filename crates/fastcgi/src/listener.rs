@@ -7,7 +7,7 @@
 //!   connected stream (IIS hands over one connected pipe; on Unix a socketpair stands in for it)
 //!   is served as the one connection of the process's life.
 //!
-//! A new transport (the Windows named pipe, IIS's Tcp mode) is one more [`Listener`] variant
+//! A transport (as the Windows named pipe and IIS's Tcp mode are) is one more [`Listener`] variant
 //! producing one more [`Stream`] variant; the connection driver is generic over the stream.
 
 use std::fmt;
@@ -184,12 +184,23 @@ impl Listener {
         inherited::take_fd0()
     }
 
-    /// On Windows, IIS hands over a named pipe (its default, NamedPipe mode) as the standard
-    /// input handle; its Tcp mode (a listening socket) is not implemented yet and says so.
-    /// Must be called inside the Tokio runtime that will serve it.
+    /// On Windows, IIS hands over a named pipe (its default, NamedPipe mode) or, in its Tcp
+    /// mode, a listening socket as the standard input handle. The socket is registered with the
+    /// calling thread's runtime (call it inside one); the pipe with that of the thread that
+    /// serves it (see [`Server`](crate::Server)).
     #[cfg(windows)]
     pub fn from_stdin() -> io::Result<Listener> {
         inherited_windows::take_stdin()
+    }
+
+    /// Whether this listener is served by a thread of its own: the Windows named pipe, whose
+    /// handle is registered with the runtime of the thread that first accepts on it.
+    pub(crate) fn wants_own_thread(&self) -> bool {
+        #[cfg(windows)]
+        if matches!(self, Listener::Pipe(_)) {
+            return true;
+        }
+        false
     }
 
     /// Whether this listener yields one connection only (after which the server is done).
@@ -293,6 +304,16 @@ pub enum Stream {
 impl Stream {
     /// The same socket registered with the runtime of the calling thread (it was registered with
     /// the one that accepted it), so that its readiness wakes this runtime.
+    /// The writer of requests that run inline, for the named pipe (the only Windows transport
+    /// with one).
+    #[cfg(windows)]
+    pub(crate) fn pipe_writer(&self) -> Option<crate::transport::Writer> {
+        match self {
+            Stream::Pipe(conn) => conn.writer(),
+            _ => None,
+        }
+    }
+
     pub(crate) fn rebind(self) -> io::Result<Stream> {
         Ok(match self {
             Stream::Tcp(s) => Stream::Tcp(TcpStream::from_std(s.into_std()?)?),
@@ -395,13 +416,24 @@ mod inherited_windows {
     //! The standard input handle as IIS passes it. All the unsafe Win32 FFI of the listener is
     //! here.
     use super::*;
+    use std::future::Future;
     use std::os::windows::io::{AsRawHandle, RawHandle};
+    use std::time::Duration;
     use tokio::net::windows::named_pipe::NamedPipeServer;
     use tokio::sync::oneshot;
-    use windows_sys::Win32::Foundation::{HANDLE, INVALID_HANDLE_VALUE};
-    use windows_sys::Win32::Storage::FileSystem::FlushFileBuffers;
+    use windows_sys::Win32::Foundation::{
+        CloseHandle, DuplicateHandle, GetLastError, DUPLICATE_SAME_ACCESS, ERROR_BROKEN_PIPE,
+        ERROR_PIPE_CONNECTED, ERROR_PIPE_NOT_CONNECTED, HANDLE, INVALID_HANDLE_VALUE,
+    };
+    use windows_sys::Win32::Storage::FileSystem::{FlushFileBuffers, ReadFile, WriteFile};
     use windows_sys::Win32::System::Console::{GetStdHandle, STD_INPUT_HANDLE};
-    use windows_sys::Win32::System::Pipes::{SetNamedPipeHandleState, PIPE_READMODE_BYTE};
+    use windows_sys::Win32::System::Pipes::{
+        ConnectNamedPipe, DisconnectNamedPipe, PeekNamedPipe, SetNamedPipeHandleState,
+        PIPE_READMODE_BYTE,
+    };
+    use windows_sys::Win32::System::Threading::GetCurrentProcess;
+
+    use crate::transport::Writer;
 
     pub(super) fn take_stdin() -> io::Result<Listener> {
         // SAFETY: GetStdHandle only reads the process's standard handle table.
@@ -424,21 +456,11 @@ mod inherited_windows {
         if !is_pipe {
             return take_listening_socket(handle);
         }
-        // SAFETY: the handle is the server end of a named pipe, owned by this process from now
-        // on (nothing else uses standard input); tokio takes ownership and registers it with
-        // the current runtime's completion port.
-        let server =
-            unsafe { NamedPipeServer::from_raw_handle(handle as RawHandle) }.map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "cannot serve the named pipe on standard input: {e} (it must be opened \
-                         for overlapped I/O, as IIS does)"
-                    ),
-                )
-            })?;
+        // Registered with a runtime's completion port only when first accepted on: by the
+        // thread that serves it (see `PipeListener::prepare`).
         Ok(Listener::Pipe(PipeListener {
-            server: Some(server),
+            raw: Some(handle as usize),
+            instance: None,
             back: None,
         }))
     }
@@ -513,18 +535,99 @@ mod inherited_windows {
     /// everything) and connected again for the next.
     #[derive(Debug)]
     pub struct PipeListener {
+        /// The handle as inherited, until the first accept takes it.
+        raw: Option<usize>,
         /// `None` while a connection has it.
-        server: Option<NamedPipeServer>,
+        instance: Option<Instance>,
         /// Where the current connection gives the instance back when it ends.
-        back: Option<oneshot::Receiver<(NamedPipeServer, bool)>>,
+        back: Option<oneshot::Receiver<(Instance, bool)>>,
+    }
+
+    /// The pipe instance with its I/O, and the writer of requests that run inline.
+    #[derive(Debug)]
+    struct Instance {
+        // Dropped first: closing the pipe ends a write of the writer still in progress.
+        io: PipeIo,
+        writer: Writer,
+    }
+
+    #[derive(Debug)]
+    enum PipeIo {
+        /// Opened for overlapped I/O (as IIS opens it): registered with the runtime.
+        Overlapped(NamedPipeServer),
+        /// Not: read when data is there, written with blocking calls, on the thread that
+        /// serves the pipe (see [`BlockingPipe`]).
+        Blocking(BlockingPipe),
     }
 
     impl PipeListener {
+        /// Registers the handle with the calling thread's runtime, or, where that fails (a
+        /// handle not opened for overlapped I/O), serves it with blocking I/O.
+        fn prepare(&mut self) -> io::Result<()> {
+            let Some(raw) = self.raw.take() else {
+                return Ok(());
+            };
+            let handle = raw as HANDLE;
+            // tokio closes a handle it fails to register: try with a duplicate.
+            let mut dup: HANDLE = std::ptr::null_mut();
+            // SAFETY: duplicates this process's own handle into `dup`, with the same access.
+            let ok = unsafe {
+                DuplicateHandle(
+                    GetCurrentProcess(),
+                    handle,
+                    GetCurrentProcess(),
+                    &mut dup,
+                    0,
+                    0,
+                    DUPLICATE_SAME_ACCESS,
+                )
+            };
+            let registered = if ok == 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                // SAFETY: `dup` is a handle to the server end of the named pipe, owned by
+                // tokio from now on (it closes it if registering fails).
+                unsafe { NamedPipeServer::from_raw_handle(dup as RawHandle) }
+            };
+            let instance = match registered {
+                Ok(server) => {
+                    // SAFETY: the inherited handle, which nothing else uses (tokio has the
+                    // duplicate).
+                    unsafe { CloseHandle(handle) };
+                    let writer = Writer::for_pipe(server.as_raw_handle() as HANDLE, true)?;
+                    tracing::debug!("the named pipe on standard input is served overlapped");
+                    Instance {
+                        io: PipeIo::Overlapped(server),
+                        writer,
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(
+                        error = %e,
+                        "the named pipe on standard input was not opened for overlapped I/O: \
+                         serving it with blocking I/O"
+                    );
+                    Instance {
+                        writer: Writer::for_pipe(handle, false)?,
+                        io: PipeIo::Blocking(BlockingPipe::new(handle)),
+                    }
+                }
+            };
+            self.instance = Some(instance);
+            Ok(())
+        }
+
         /// The next connection; `None` once the web server has closed its end (the process is
         /// done, as wfastcgi was at the end of its pipe).
         pub(super) async fn accept(&mut self) -> io::Result<Option<PipeConn>> {
+            self.prepare().map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot serve the named pipe on standard input: {e}"),
+                )
+            })?;
             if let Some(back) = self.back.take() {
-                let Ok((server, peer_closed)) = back.await else {
+                let Ok((instance, peer_closed)) = back.await else {
                     return Ok(None);
                 };
                 if peer_closed {
@@ -533,52 +636,104 @@ mod inherited_windows {
                 // wfcgi closed the connection (a request without FCGI_KEEP_CONN): let the web
                 // server read all of the response first (DisconnectNamedPipe discards what is
                 // unread), then free the instance for its next connection.
-                let raw = server.as_raw_handle() as usize;
-                // SAFETY: `raw` is the pipe's handle, kept open by `server`, which is not used
-                // until the flush returns.
-                let _ =
-                    tokio::task::spawn_blocking(move || unsafe { FlushFileBuffers(raw as HANDLE) })
-                        .await;
-                server.disconnect()?;
+                let raw = instance.raw() as usize;
+                // SAFETY: the pipe's handle, kept open by `instance`, which is not used until
+                // the flush returns.
+                off_thread(move || unsafe { FlushFileBuffers(raw as HANDLE) }).await?;
+                // SAFETY: as above; the instance's connection has ended.
+                if unsafe { DisconnectNamedPipe(instance.raw()) } == 0 {
+                    return Err(io::Error::last_os_error());
+                }
                 tracing::debug!(
                     "named pipe disconnected after the connection; waiting for the next"
                 );
-                self.server = Some(server);
+                self.instance = Some(instance);
             }
-            let Some(server) = self.server.take() else {
+            let Some(instance) = self.instance.take() else {
                 return Ok(None);
             };
             // Ok at once when the web server connected first (ERROR_PIPE_CONNECTED).
-            server.connect().await?;
+            match &instance.io {
+                PipeIo::Overlapped(server) => server.connect().await?,
+                PipeIo::Blocking(_) => {
+                    let raw = instance.raw() as usize;
+                    // SAFETY: the pipe's handle, kept open by `instance` until this returns
+                    // (or the process ends).
+                    off_thread(move || {
+                        // SAFETY: as above; waits until the web server connects.
+                        let ok = unsafe { ConnectNamedPipe(raw as HANDLE, std::ptr::null_mut()) };
+                        // SAFETY: reads the calling thread's last error.
+                        if ok != 0 || unsafe { GetLastError() } == ERROR_PIPE_CONNECTED {
+                            Ok(())
+                        } else {
+                            Err(io::Error::last_os_error())
+                        }
+                    })
+                    .await??;
+                }
+            }
             let (tx, rx) = oneshot::channel();
             self.back = Some(rx);
             Ok(Some(PipeConn {
-                server: Some(server),
+                instance: Some(instance),
+                fresh: true,
                 peer_closed: false,
                 back: Some(tx),
             }))
         }
     }
 
+    impl Instance {
+        fn raw(&self) -> HANDLE {
+            match &self.io {
+                PipeIo::Overlapped(server) => server.as_raw_handle() as HANDLE,
+                PipeIo::Blocking(pipe) => pipe.handle as HANDLE,
+            }
+        }
+    }
+
+    /// Runs a blocking call on a thread of its own (not the runtime's blocking pool: a call
+    /// that never returns, such as ConnectNamedPipe when no client comes, must not hold up the
+    /// runtime's shutdown).
+    async fn off_thread<T: Send + 'static>(
+        call: impl FnOnce() -> T + Send + 'static,
+    ) -> io::Result<T> {
+        let (tx, rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("wfcgi-pipe".into())
+            .spawn(move || {
+                let _ = tx.send(call());
+            })?;
+        rx.await
+            .map_err(|_| io::Error::other("a named pipe call's thread panicked"))
+    }
+
     /// One connection on the pipe instance, which goes back to the [`PipeListener`] when the
     /// connection ends, with whether the web server closed it.
     #[derive(Debug)]
     pub struct PipeConn {
-        server: Option<NamedPipeServer>,
+        instance: Option<Instance>,
+        /// Nothing read yet.
+        fresh: bool,
         peer_closed: bool,
-        back: Option<oneshot::Sender<(NamedPipeServer, bool)>>,
+        back: Option<oneshot::Sender<(Instance, bool)>>,
     }
 
     impl PipeConn {
-        fn pipe(&mut self) -> Pin<&mut NamedPipeServer> {
-            Pin::new(self.server.as_mut().expect("present until drop"))
+        fn io(&mut self) -> &mut PipeIo {
+            &mut self.instance.as_mut().expect("present until drop").io
+        }
+
+        /// The writer of requests that run inline on this connection.
+        pub(crate) fn writer(&self) -> Option<Writer> {
+            self.instance.as_ref().map(|i| i.writer.clone())
         }
     }
 
     impl Drop for PipeConn {
         fn drop(&mut self) {
-            if let (Some(server), Some(back)) = (self.server.take(), self.back.take()) {
-                let _ = back.send((server, self.peer_closed));
+            if let (Some(instance), Some(back)) = (self.instance.take(), self.back.take()) {
+                let _ = back.send((instance, self.peer_closed));
             }
         }
     }
@@ -591,7 +746,22 @@ mod inherited_windows {
         ) -> Poll<io::Result<()>> {
             let this = self.get_mut();
             let before = buf.filled().len();
-            let result = this.pipe().poll_read(cx, buf);
+            let fresh = this.fresh;
+            let result = match this.io() {
+                PipeIo::Overlapped(server) => {
+                    let mut result = Pin::new(&mut *server).poll_read(cx, buf);
+                    // The read tokio had in progress when the last connection was disconnected
+                    // failed then, and reports it now: it belongs to that connection, not this.
+                    if fresh && is_not_connected(&result) {
+                        result = Pin::new(server).poll_read(cx, buf);
+                    }
+                    result
+                }
+                PipeIo::Blocking(pipe) => pipe.poll_read(cx, buf),
+            };
+            if buf.filled().len() > before {
+                this.fresh = false;
+            }
             match &result {
                 Poll::Ready(Ok(())) if buf.filled().len() == before && buf.remaining() > 0 => {
                     this.peer_closed = true;
@@ -604,13 +774,20 @@ mod inherited_windows {
         }
     }
 
+    fn is_not_connected(result: &Poll<io::Result<()>>) -> bool {
+        matches!(result, Poll::Ready(Err(e)) if e.raw_os_error() == Some(ERROR_PIPE_NOT_CONNECTED as i32))
+    }
+
     impl AsyncWrite for PipeConn {
         fn poll_write(
             self: Pin<&mut Self>,
             cx: &mut Context<'_>,
             buf: &[u8],
         ) -> Poll<io::Result<usize>> {
-            self.get_mut().pipe().poll_write(cx, buf)
+            match self.get_mut().io() {
+                PipeIo::Overlapped(server) => Pin::new(server).poll_write(cx, buf),
+                PipeIo::Blocking(pipe) => Poll::Ready(pipe.write(&[io::IoSlice::new(buf)])),
+            }
         }
 
         fn poll_write_vectored(
@@ -618,16 +795,157 @@ mod inherited_windows {
             cx: &mut Context<'_>,
             bufs: &[io::IoSlice<'_>],
         ) -> Poll<io::Result<usize>> {
-            self.get_mut().pipe().poll_write_vectored(cx, bufs)
+            match self.get_mut().io() {
+                PipeIo::Overlapped(server) => Pin::new(server).poll_write_vectored(cx, bufs),
+                PipeIo::Blocking(pipe) => Poll::Ready(pipe.write(bufs)),
+            }
         }
 
         fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            self.get_mut().pipe().poll_flush(cx)
+            match self.get_mut().io() {
+                PipeIo::Overlapped(server) => Pin::new(server).poll_flush(cx),
+                PipeIo::Blocking(_) => Poll::Ready(Ok(())),
+            }
         }
 
         fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
             // The pipe stays open for the next connection; the listener disconnects it.
-            self.get_mut().pipe().poll_flush(cx)
+            self.poll_flush(cx)
+        }
+    }
+
+    /// A pipe handle opened without FILE_FLAG_OVERLAPPED, as some web servers and test tools
+    /// pass it. Every call on such a handle waits for the ones before it to finish, so a read
+    /// that waits for data would hold back every write: it is read only when PeekNamedPipe
+    /// says that bytes are there, and looked at again a moment later (1 ms, doubling to
+    /// 16 ms while idle) when none are. Writes block the serving thread while the pipe is
+    /// full, as any blocking writer does.
+    #[derive(Debug)]
+    struct BlockingPipe {
+        handle: usize,
+        idle: Option<Pin<Box<tokio::time::Sleep>>>,
+        delay: Duration,
+    }
+
+    const PEEK_FIRST: Duration = Duration::from_millis(1);
+    const PEEK_MOST: Duration = Duration::from_millis(16);
+
+    impl BlockingPipe {
+        fn new(handle: HANDLE) -> BlockingPipe {
+            BlockingPipe {
+                handle: handle as usize,
+                idle: None,
+                delay: PEEK_FIRST,
+            }
+        }
+
+        fn poll_read(
+            &mut self,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            loop {
+                let mut available = 0u32;
+                // SAFETY: a peek of no bytes; only `available` is written.
+                let ok = unsafe {
+                    PeekNamedPipe(
+                        self.handle as HANDLE,
+                        std::ptr::null_mut(),
+                        0,
+                        std::ptr::null_mut(),
+                        &mut available,
+                        std::ptr::null_mut(),
+                    )
+                };
+                if ok == 0 {
+                    let e = io::Error::last_os_error();
+                    // The web server closed its end: the end of this connection.
+                    let ended = [ERROR_BROKEN_PIPE, ERROR_PIPE_NOT_CONNECTED]
+                        .iter()
+                        .any(|&code| e.raw_os_error() == Some(code as i32));
+                    return Poll::Ready(if ended { Ok(()) } else { Err(e) });
+                }
+                if available > 0 {
+                    self.idle = None;
+                    self.delay = PEEK_FIRST;
+                    // SAFETY: ReadFile only writes into the unfilled part, and `n` of it.
+                    let unfilled = unsafe { buf.unfilled_mut() };
+                    let want = unfilled.len().min(available as usize) as u32;
+                    let mut n = 0u32;
+                    // SAFETY: `unfilled` is valid for `want` bytes; `available` bytes are in
+                    // the pipe, so the call returns at once.
+                    let ok = unsafe {
+                        ReadFile(
+                            self.handle as HANDLE,
+                            unfilled.as_mut_ptr().cast(),
+                            want,
+                            &mut n,
+                            std::ptr::null_mut(),
+                        )
+                    };
+                    if ok == 0 {
+                        return Poll::Ready(Err(io::Error::last_os_error()));
+                    }
+                    // SAFETY: ReadFile initialised `n` bytes.
+                    unsafe { buf.assume_init(n as usize) };
+                    buf.advance(n as usize);
+                    return Poll::Ready(Ok(()));
+                }
+                let delay = self.delay;
+                let idle = self
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+                if idle.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.idle = None;
+                self.delay = (self.delay * 2).min(PEEK_MOST);
+            }
+        }
+
+        /// Writes `bufs` (as much of them as one call takes, 256 KiB at most), waiting while
+        /// the pipe is full.
+        fn write(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+            const MOST: usize = 256 * 1024;
+            let mut gathered;
+            let data: &[u8] = match bufs.iter().filter(|b| !b.is_empty()).count() {
+                0 => return Ok(0),
+                1 => bufs.iter().find(|b| !b.is_empty()).expect("one"),
+                _ => {
+                    gathered = Vec::with_capacity(MOST);
+                    for b in bufs {
+                        let take = b.len().min(MOST - gathered.len());
+                        gathered.extend_from_slice(&b[..take]);
+                        if gathered.len() == MOST {
+                            break;
+                        }
+                    }
+                    &gathered
+                }
+            };
+            let len = data.len().min(MOST) as u32;
+            let mut n = 0u32;
+            // SAFETY: `data` is valid for `len` bytes; the handle is synchronous.
+            let ok = unsafe {
+                WriteFile(
+                    self.handle as HANDLE,
+                    data.as_ptr(),
+                    len,
+                    &mut n,
+                    std::ptr::null_mut(),
+                )
+            };
+            if ok == 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(n as usize)
+        }
+    }
+
+    impl Drop for BlockingPipe {
+        fn drop(&mut self) {
+            // SAFETY: the handle is this pipe's, closed once.
+            unsafe { CloseHandle(self.handle as HANDLE) };
         }
     }
 }

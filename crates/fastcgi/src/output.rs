@@ -161,7 +161,7 @@ impl Lent {
     pub(crate) fn write(&self, ty: RecordType, id: u16, data: Bytes, wait: bool) -> Outcome {
         let mut state = self.lock();
         let state = &mut *state;
-        let Some(writer) = state.writer else {
+        let Some(writer) = &state.writer else {
             return Outcome::TakenBack(data);
         };
         if !wait {
@@ -190,10 +190,14 @@ impl Lent {
         Ok(())
     }
 
-    /// Takes the output back: what the transport has not taken yet, to go out first.
+    /// Takes the output back: what the transport has not taken yet, to go out first. Waits
+    /// until what it has taken is on its way (the driver's own writes must not overtake it).
     pub(crate) fn take_back(&self) -> OutBuf {
         let mut state = self.lock();
-        state.writer = None;
+        if let Some(writer) = state.writer.take() {
+            // An error means the peer is gone: the driver finds out.
+            let _ = writer.settle();
+        }
         std::mem::take(&mut state.pending)
     }
 }

@@ -1,7 +1,8 @@
 //! The Tokio server: the [`Handler`] API, accept loops, connection limits and graceful
 //! shutdown. Each accepted connection is handed to its driver (`crate::driver`), on the
-//! runtime's tasks, or, for the single connection inherited on fd 0 when the handler serves
-//! requests inline, on a thread of its own (`crate::transport`).
+//! runtime's tasks, or, where the handler serves requests inline, on a thread of its own: the
+//! single connection inherited on fd 0 (`crate::transport`), and the Windows named pipe, whose
+//! accept loop and connections all run on one thread (`spawn_accept_thread`).
 
 use std::future::Future;
 use std::io;
@@ -204,15 +205,22 @@ impl Server {
         });
         let permits = Arc::new(Semaphore::new(ctx.config.max_connections.max(1)));
         let only_single = listeners.iter().all(Listener::is_single_connection);
-        let mut accept_tasks = Vec::new();
+        let mut accepting = Vec::new();
         for listener in listeners {
             info!(listen = %listener.local_addr(), "accepting FastCGI connections");
             ctx.tracker.listeners.fetch_add(1, Ordering::AcqRel);
-            accept_tasks.push(tokio::spawn(accept_loop(
-                listener,
-                ctx.clone(),
-                permits.clone(),
-            )));
+            if listener.wants_own_thread() {
+                match spawn_accept_thread(listener, ctx.clone(), permits.clone()) {
+                    Ok(abort) => accepting.push(abort),
+                    Err(e) => {
+                        warn!(error = %e, "cannot start the thread that serves the listener");
+                        ctx.tracker.done(&ctx.tracker.listeners);
+                    }
+                }
+                continue;
+            }
+            let task = tokio::spawn(accept_loop(listener, ctx.clone(), permits.clone(), false));
+            accepting.push(task.abort_handle());
         }
         let all_closed = ctx.tracker.wait_until(|t| {
             t.listeners.load(Ordering::Acquire) == 0 && t.connections.load(Ordering::Acquire) == 0
@@ -222,7 +230,7 @@ impl Server {
             _ = all_closed, if only_single => return Ok(ServeOutcome::ConnectionClosed),
         }
         // Stop accepting: dropping the accept tasks drops their listeners (and Unix socket files).
-        for task in &accept_tasks {
+        for task in &accepting {
             task.abort();
         }
         let open = ctx.tracker.connections.load(Ordering::Acquire);
@@ -256,7 +264,46 @@ impl Drop for Release {
     }
 }
 
-async fn accept_loop(mut listener: Listener, ctx: Arc<Context>, permits: Arc<Semaphore>) {
+/// Runs `listener`'s accept loop, and the connections it accepts, on a thread of its own with a
+/// current-thread runtime: the Windows named pipe, whose handle belongs to the runtime that
+/// registers it, and whose requests run inline on that thread (or whose blocking I/O, where
+/// the handle is not overlapped, holds up no one else). Aborting the returned handle stops
+/// accepting; the thread ends when the connections it drives have.
+fn spawn_accept_thread(
+    listener: Listener,
+    ctx: Arc<Context>,
+    permits: Arc<Semaphore>,
+) -> io::Result<tokio::task::AbortHandle> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let task = runtime.spawn(accept_loop(listener, ctx.clone(), permits, true));
+    let abort = task.abort_handle();
+    std::thread::Builder::new()
+        .name("wfcgi-conn".into())
+        .stack_size(transport::INLINE_THREAD_STACK)
+        .spawn(move || {
+            runtime.block_on(async {
+                let _ = task.await;
+                // Its connections were spawned on this runtime: it runs until they end (it
+                // serves the process's only listener, IIS's pipe, so the count is theirs).
+                ctx.tracker
+                    .wait_until(|t| t.connections.load(Ordering::Acquire) == 0)
+                    .await;
+            });
+        })?;
+    Ok(abort)
+}
+
+/// Accepts until the listener is done or the task is aborted. `own_thread`: this runs on a
+/// thread of its own (`spawn_accept_thread`), so connections run here too, inline if the
+/// handler serves so.
+async fn accept_loop(
+    mut listener: Listener,
+    ctx: Arc<Context>,
+    permits: Arc<Semaphore>,
+    own_thread: bool,
+) {
     /// Decrements the listener count however this task ends (including abort).
     struct Guard(Arc<Context>);
     impl Drop for Guard {
@@ -290,10 +337,13 @@ async fn accept_loop(mut listener: Listener, ctx: Arc<Context>, permits: Arc<Sem
         ctx.tracker.connections.fetch_add(1, Ordering::AcqRel);
         let release = Release(ctx.clone(), Some(permit));
         let span = tracing::info_span!("conn", %peer);
-        // Inline needs a writer for the transport (none for the Windows pipe yet): otherwise
-        // the connection is driven on the runtime like any other.
-        if single && ctx.handler.serves_inline() && transport::Writer::for_stream(&stream).is_some()
-        {
+        // Inline needs a thread that does nothing else and a writer for the transport (none
+        // for a Windows socket): otherwise the connection is driven on the runtime like any
+        // other.
+        let writer = (ctx.handler.serves_inline() && (single || own_thread))
+            .then(|| transport::Writer::for_stream(&stream))
+            .flatten();
+        if writer.is_some() && !own_thread {
             // The connection went with the closure: if the thread cannot start, dropping the
             // closure released it, and there is nothing left to serve.
             let drive = move |stream, writer| {
@@ -312,8 +362,11 @@ async fn accept_loop(mut listener: Listener, ctx: Arc<Context>, permits: Arc<Sem
         }
         tokio::spawn(
             async move {
-                debug!("connection opened");
-                run_connection(stream, peer, &release.0, None).await;
+                match writer {
+                    Some(_) => debug!("connection opened (requests run inline on this thread)"),
+                    None => debug!("connection opened"),
+                }
+                run_connection(stream, peer, &release.0, writer).await;
                 debug!("connection closed");
                 drop(release);
             }

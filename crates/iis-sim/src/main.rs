@@ -3,11 +3,14 @@
 //! side can speak FastCGI to it:
 //!
 //! ```text
-//! iis-sim [--tcp | --server-first] PORT PROGRAM [ARGS...]
+//! iis-sim [--tcp | --server-first | --blocking-pipe] PORT PROGRAM [ARGS...]
 //! ```
 //!
 //! With `--server-first`, the client end connects 3 s after the program started, so that the
 //! program waits for it in `ConnectNamedPipe` (the other order than IIS's usual).
+//!
+//! With `--blocking-pipe`, the pipe is created without FILE_FLAG_OVERLAPPED (IIS opens it
+//! overlapped; other tools may not), so that the program falls back to blocking I/O.
 //!
 //! With `--tcp`, IIS's Tcp protocol mode instead: a listening socket on 127.0.0.1:PORT
 //! (inheritable) is PROGRAM's standard input, and the test connects to it directly.
@@ -192,11 +195,17 @@ mod windows {
         if server_first {
             args.remove(0);
         }
+        let blocking = args.first().is_some_and(|a| a == "--blocking-pipe");
+        if blocking {
+            args.remove(0);
+        }
         let (Some(port), Some(_)) = (
             args.first().and_then(|p| p.parse::<u16>().ok()),
             args.get(1),
         ) else {
-            eprintln!("usage: iis-sim [--tcp | --server-first] PORT PROGRAM [ARGS...]");
+            eprintln!(
+                "usage: iis-sim [--tcp | --server-first | --blocking-pipe] PORT PROGRAM [ARGS...]"
+            );
             return ExitCode::from(2);
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -205,7 +214,7 @@ mod windows {
             .expect("runtime");
         let result = match shutdown_event() {
             Ok(()) if tcp => runtime.block_on(tcp_mode(port, &args[1..])),
-            Ok(()) => runtime.block_on(pipe_mode(port, &args[1..], server_first)),
+            Ok(()) => runtime.block_on(pipe_mode(port, &args[1..], server_first, blocking)),
             Err(e) => Err(e),
         };
         match result {
@@ -239,7 +248,12 @@ mod windows {
     }
 
     /// IIS's default NamedPipe mode, with each TCP connection relayed to a pipe connection.
-    async fn pipe_mode(port: u16, program: &[String], server_first: bool) -> Result<u32, String> {
+    async fn pipe_mode(
+        port: u16,
+        program: &[String],
+        server_first: bool,
+        blocking: bool,
+    ) -> Result<u32, String> {
         let name = format!(r"\\.\pipe\wfcgi-iis-sim-{}", std::process::id());
         // IIS also tells the process the pipe's name (nothing here needs it; wfastcgi logs it).
         std::env::set_var("_FCGI_X_PIPE_", &name);
@@ -249,7 +263,11 @@ mod windows {
         let server: HANDLE = unsafe {
             CreateNamedPipeW(
                 name_w.as_ptr(),
-                PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED,
+                if blocking {
+                    PIPE_ACCESS_DUPLEX
+                } else {
+                    PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED
+                },
                 PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT,
                 1,
                 65536,

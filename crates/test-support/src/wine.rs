@@ -113,6 +113,9 @@ pub enum Iis {
     Pipe,
     /// NamedPipe mode, the web server's end connected after wfcgi.exe waits for it.
     PipeServerFirst,
+    /// NamedPipe mode with a pipe not opened for overlapped I/O (IIS opens it overlapped):
+    /// wfcgi.exe falls back to blocking I/O.
+    PipeBlocking,
     /// Tcp mode: a listening socket as standard input.
     Tcp,
 }
@@ -188,6 +191,9 @@ impl WineProcess {
             Iis::Pipe => {}
             Iis::PipeServerFirst => {
                 cmd.arg("--server-first");
+            }
+            Iis::PipeBlocking => {
+                cmd.arg("--blocking-pipe");
             }
             Iis::Tcp => {
                 cmd.arg("--tcp");
