@@ -205,12 +205,21 @@ fn a_pipe_not_opened_for_overlapped_io_is_served_with_blocking_io() {
 
 #[test]
 fn without_keep_conn_the_pipe_is_disconnected_and_connected_again() {
+    reconnects_without_keep_conn(Iis::Pipe, "wine-reconnect");
+}
+
+#[test]
+fn without_keep_conn_a_blocking_pipe_is_disconnected_and_connected_again() {
+    reconnects_without_keep_conn(Iis::PipeBlocking, "wine-reconnect-blocking");
+}
+
+fn reconnects_without_keep_conn(mode: Iis, name: &str) {
     // cgi-fcgi (Debian's libfcgi-bin) sends each request without FCGI_KEEP_CONN, as libfcgi's
     // web servers may: wfcgi closes the connection after the response, disconnects its pipe
     // end and connects it again for the next, in the same process (libfcgi's behaviour).
     let (mut iis, log, _dir) = testapp_as_iis(
-        Iis::Pipe,
-        "wine-reconnect",
+        mode,
+        name,
         "testapp.app.application",
         "wfcgi.log",
         &["--log-level", "debug"],
