@@ -627,6 +627,38 @@ fn wfcgi_enable_runs_appcmd_with_whole_arguments_and_writes_the_site_web_config(
         2,
         "the refused and dry runs ran nothing: {args}"
     );
+
+    // The whole of --dry-run's output, paths as placeholders, against its golden file
+    // (WFCGI_BLESS=1 rewrites the file from this run).
+    let (ok, out) = run(&[
+        "enable",
+        "--appcmd",
+        &appcmd,
+        "--app-dir",
+        &site_arg,
+        "--handler",
+        "django.core.wsgi.get_wsgi_application()",
+        "--dry-run",
+    ]);
+    assert!(ok, "{out}");
+    let shown = out
+        .replace("\r\n", "\n")
+        .replace(&exe, "{EXE}")
+        .replace(&appcmd, "{APPCMD}")
+        .replace(&site_arg, "{SITE}");
+    let golden = repo().join("tests/golden/enable-dry-run.txt");
+    if std::env::var_os("WFCGI_BLESS").is_some() {
+        std::fs::write(&golden, &shown).unwrap();
+    }
+    let expected = std::fs::read_to_string(&golden).unwrap_or_default();
+    assert_eq!(
+        shown, expected,
+        "--dry-run's output differs from {golden:?}"
+    );
+    assert!(
+        !args.contains("--dry-run") && std::fs::read_to_string(&recorded).unwrap() == args,
+        "a dry run runs nothing"
+    );
 }
 
 /// Waits up to 60 s for the log file to contain `needle`; returns its text.
