@@ -173,6 +173,8 @@ mod windows {
     //! OVERLAPPED for one of its own): its event handle has the low bit set, which tells the
     //! system not to queue one, and completion is learnt from the event. The bytes are copied
     //! into a buffer that lives as long as the write: the system reads it until it completes.
+    //! A write tokio still has in progress when the driver lends its output goes out ahead of
+    //! ours: a pipe completes writes in the order they were issued.
     use std::io::{self, IoSlice};
     use std::sync::{Mutex, MutexGuard};
 
