@@ -138,24 +138,8 @@ fn serves_the_pipe_inline(mode: Iis, name: &str) -> String {
     assert_eq!(big.body().len(), size);
     assert!(big.body() == test_support::pattern(0, size), "body differs");
     // A generator's chunks each go out when produced.
-    client.send(&Client::request_bytes(
-        1,
-        true,
-        &wsgi_params("GET", "/stream", "chunks=3&delay=0.4"),
-        b"",
-    ));
-    let start = std::time::Instant::now();
-    let mut first_data = None;
-    loop {
-        let rec = client.read_record().expect("closed");
-        if rec.record_type == fastcgi::RecordType::Stdout && !rec.content.is_empty() {
-            first_data.get_or_insert_with(|| start.elapsed());
-        }
-        if rec.record_type == fastcgi::RecordType::EndRequest {
-            break;
-        }
-    }
-    let (first_data, end) = (first_data.unwrap(), start.elapsed());
+    let (first_data, end) =
+        client.time_stream(&wsgi_params("GET", "/stream", "chunks=3&delay=0.4"));
     assert!(
         end - first_data >= std::time::Duration::from_millis(600),
         "the first chunk came {first_data:?} after the request, the end {end:?}: not streamed"
@@ -574,7 +558,7 @@ fn wfcgi_enable_runs_appcmd_with_whole_arguments_and_writes_the_site_web_config(
     };
     let appcmd = windows_path(&test_support::wine::appcmd_exe());
     let site_arg = windows_path(&site);
-    let (ok, out) = run(&[
+    let enable = [
         "enable",
         "--appcmd",
         &appcmd,
@@ -582,7 +566,8 @@ fn wfcgi_enable_runs_appcmd_with_whole_arguments_and_writes_the_site_web_config(
         &site_arg,
         "--handler",
         "django.core.wsgi.get_wsgi_application()",
-    ]);
+    ];
+    let (ok, out) = run(&enable);
     assert!(ok, "{out}");
     let exe = windows_path(&test_support::wine::wfcgi_exe());
     let args = std::fs::read_to_string(&recorded).unwrap();
@@ -630,16 +615,7 @@ fn wfcgi_enable_runs_appcmd_with_whole_arguments_and_writes_the_site_web_config(
 
     // The whole of --dry-run's output, paths as placeholders, against its golden file
     // (WFCGI_BLESS=1 rewrites the file from this run).
-    let (ok, out) = run(&[
-        "enable",
-        "--appcmd",
-        &appcmd,
-        "--app-dir",
-        &site_arg,
-        "--handler",
-        "django.core.wsgi.get_wsgi_application()",
-        "--dry-run",
-    ]);
+    let (ok, out) = run(&[&enable[..], &["--dry-run"]].concat());
     assert!(ok, "{out}");
     let shown = out
         .replace("\r\n", "\n")

@@ -471,24 +471,7 @@ fn iis_style_requests_run_inline_on_the_connection_thread() {
     // write() and a generator: each chunk goes out when produced, not held to the end.
     let r = conn.request(1, &iis_params(&appl, "/write-callable", ""), b"");
     assert_eq!(r.status(), 200);
-    conn.send(&test_support::Client::request_bytes(
-        1,
-        true,
-        &iis_params(&appl, "/stream", "chunks=3&delay=0.4"),
-        b"",
-    ));
-    let start = std::time::Instant::now();
-    let mut first_data = None;
-    loop {
-        let rec = conn.read_record().expect("closed");
-        if rec.record_type == fastcgi::RecordType::Stdout && !rec.content.is_empty() {
-            first_data.get_or_insert_with(|| start.elapsed());
-        }
-        if rec.record_type == fastcgi::RecordType::EndRequest {
-            break;
-        }
-    }
-    let (first_data, end) = (first_data.unwrap(), start.elapsed());
+    let (first_data, end) = conn.time_stream(&iis_params(&appl, "/stream", "chunks=3&delay=0.4"));
     assert!(
         end - first_data >= Duration::from_millis(600),
         "the first chunk came {first_data:?} after the request, the end {end:?}: not streamed"

@@ -425,7 +425,7 @@ mod inherited_windows {
         CloseHandle, DuplicateHandle, GetLastError, DUPLICATE_SAME_ACCESS, ERROR_BROKEN_PIPE,
         ERROR_PIPE_CONNECTED, ERROR_PIPE_NOT_CONNECTED, HANDLE, INVALID_HANDLE_VALUE,
     };
-    use windows_sys::Win32::Storage::FileSystem::{FlushFileBuffers, ReadFile, WriteFile};
+    use windows_sys::Win32::Storage::FileSystem::{FlushFileBuffers, ReadFile};
     use windows_sys::Win32::System::Console::{GetStdHandle, STD_INPUT_HANDLE};
     use windows_sys::Win32::System::Pipes::{
         ConnectNamedPipe, DisconnectNamedPipe, PeekNamedPipe, SetNamedPipeHandleState,
@@ -923,22 +923,8 @@ mod inherited_windows {
                     &gathered
                 }
             };
-            let len = data.len().min(MOST) as u32;
-            let mut n = 0u32;
-            // SAFETY: `data` is valid for `len` bytes; the handle is synchronous.
-            let ok = unsafe {
-                WriteFile(
-                    self.handle as HANDLE,
-                    data.as_ptr(),
-                    len,
-                    &mut n,
-                    std::ptr::null_mut(),
-                )
-            };
-            if ok == 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(n as usize)
+            // SAFETY: this pipe's handle, synchronous and open.
+            unsafe { crate::transport::write_blocking(self.handle as HANDLE, data) }
         }
     }
 

@@ -27,6 +27,9 @@ struct Inner(std::os::fd::RawFd);
 #[derive(Debug, Clone)]
 struct Inner(std::sync::Arc<windows::PipeWriter>);
 
+#[cfg(windows)]
+pub(crate) use windows::write_blocking;
+
 impl Writer {
     /// The writer of `stream`, where its transport has one (on Windows, the named pipe only).
     pub(crate) fn for_stream(stream: &Stream) -> Option<Writer> {
@@ -228,6 +231,22 @@ mod windows {
         io::Error::last_os_error()
     }
 
+    /// Writes `data` (as much as one call takes) to a handle opened without
+    /// FILE_FLAG_OVERLAPPED, waiting while the pipe is full; the bytes written.
+    ///
+    /// # Safety
+    /// `handle` must be an open synchronous file or pipe handle.
+    pub(crate) unsafe fn write_blocking(handle: HANDLE, data: &[u8]) -> io::Result<usize> {
+        let len = data.len().min(u32::MAX as usize) as u32;
+        let mut n = 0u32;
+        // SAFETY: `data` is valid for `len` bytes; the caller vouches for the handle, which
+        // is synchronous, so the call returns when the bytes are written.
+        if unsafe { WriteFile(handle, data.as_ptr(), len, &mut n, std::ptr::null_mut()) } == 0 {
+            return Err(last_error());
+        }
+        Ok(n as usize)
+    }
+
     impl PipeWriter {
         pub(crate) fn new(handle: HANDLE, overlapped: bool) -> io::Result<PipeWriter> {
             let event = if overlapped {
@@ -299,22 +318,8 @@ mod windows {
             let rest = &st.buf[st.done..];
             let len = rest.len().min(u32::MAX as usize) as u32;
             if self.event == 0 {
-                let mut n = 0u32;
-                // SAFETY: `rest` is valid for `len` bytes; the handle is synchronous, so the
-                // call returns when the bytes are written.
-                let ok = unsafe {
-                    WriteFile(
-                        self.handle as HANDLE,
-                        rest.as_ptr(),
-                        len,
-                        &mut n,
-                        std::ptr::null_mut(),
-                    )
-                };
-                if ok == 0 {
-                    return Err(last_error());
-                }
-                st.done += n as usize;
+                // SAFETY: the handle is a synchronous pipe, open while this writer is used.
+                st.done += unsafe { write_blocking(self.handle as HANDLE, rest) }?;
                 return Ok(());
             }
             // SAFETY: OVERLAPPED is plain data; a fresh one per write.

@@ -396,6 +396,25 @@ impl<S: Read + Write> Client<S> {
         }
     }
 
+    /// Sends a request (id 1, kept connection) and reads its reply: how long after sending
+    /// its first STDOUT data came, and how long after sending it ended. A streamed response's
+    /// first chunk comes well before its end.
+    pub fn time_stream(&mut self, params: &[(&str, &str)]) -> (Duration, Duration) {
+        self.send(&Client::request_bytes(1, true, params, b""));
+        let start = std::time::Instant::now();
+        let mut first_data = None;
+        loop {
+            let rec = self.read_record().expect("closed");
+            if rec.record_type == RecordType::Stdout && !rec.content.is_empty() {
+                first_data.get_or_insert_with(|| start.elapsed());
+            }
+            if rec.record_type == RecordType::EndRequest {
+                let end = start.elapsed();
+                return (first_data.expect("no STDOUT data"), end);
+            }
+        }
+    }
+
     /// True once the server has closed the connection (EOF or reset).
     pub fn is_closed(&mut self) -> bool {
         let mut b = [0u8; 1];
