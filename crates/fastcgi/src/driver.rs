@@ -36,6 +36,13 @@ const OUT_READ_PAUSE: usize = 256 * 1024;
 const INLINE_BODY_BYTES: usize = 64 * 1024;
 /// The read buffer never needs more than one maximal record plus a read's worth.
 const READ_CHUNK: usize = 16 * 1024;
+/// While draining, how long a connection that was idle when the drain began may stay open
+/// waiting for one more request. A web server may be sending a request on a kept-alive
+/// connection at the moment it is closed; nginx then logs an error and retries (or, for a
+/// POST, answers 502). A connection that serves one more request is closed right after its
+/// END_REQUEST, when no request of the web server's can be in flight on it; one that stays
+/// idle this long was not about to be picked.
+const DRAIN_IDLE_LINGER: Duration = Duration::from_secs(1);
 
 /// A request assembled in this read batch but not yet handed over: if its body ends in the same
 /// batch (every GET), it is handed over whole, with no channel.
@@ -69,6 +76,7 @@ enum Wake {
     ParamsTimeout,
     IdleTimeout,
     Drain,
+    LingerOver,
 }
 
 struct Driver<'a> {
@@ -89,6 +97,9 @@ struct Driver<'a> {
     parse_again: bool,
     /// When the connection last became idle (no request in progress), if it is.
     idle_since: Option<Instant>,
+    /// While draining: until when an idle connection waits for one more request
+    /// (`DRAIN_IDLE_LINGER`); `None` once it may close whenever idle.
+    linger_until: Option<Instant>,
     /// Set when requests may run inline on this thread: the transport's writer, lent to them.
     writer: Option<Writer>,
 }
@@ -120,6 +131,7 @@ where
         eof: false,
         parse_again: false,
         idle_since: None,
+        linger_until: None,
         writer,
     };
     let mut draining = ctx.draining.clone();
@@ -176,7 +188,14 @@ impl Driver<'_> {
         W: AsyncWrite + Unpin,
     {
         let mut is_draining = *draining.borrow();
+        if is_draining {
+            self.start_linger();
+        }
         loop {
+            if is_draining && !self.is_idle() {
+                // Busy during the drain: close as soon as this request is answered.
+                self.linger_until = None;
+            }
             if self.done(is_draining) {
                 // A request may sit unread in the socket: closing now would lose it (and turn
                 // the close into a reset). Take what is there without waiting.
@@ -203,6 +222,7 @@ impl Driver<'_> {
                 Some(_) => None,
             };
             let idle_deadline = self.idle_deadline();
+            let linger_until = self.linger_until;
             let out = &self.out;
             let rbuf = &mut self.rbuf;
             let stalled = &self.stalled;
@@ -218,6 +238,7 @@ impl Driver<'_> {
                 _ = sleep_until(deadline), if deadline.is_some() => Wake::ParamsTimeout,
                 _ = sleep_until(idle_deadline), if idle_deadline.is_some() => Wake::IdleTimeout,
                 _ = draining.changed(), if !is_draining => Wake::Drain,
+                _ = sleep_until(linger_until), if linger_until.is_some() => Wake::LingerOver,
             };
             match wake {
                 Wake::Outgoing(msg) => {
@@ -271,7 +292,11 @@ impl Driver<'_> {
                     debug!(peer = %self.peer, "closing idle connection");
                     return Ok(());
                 }
-                Wake::Drain => is_draining = true,
+                Wake::Drain => {
+                    is_draining = true;
+                    self.start_linger();
+                }
+                Wake::LingerOver => self.linger_until = None,
             }
         }
     }
@@ -280,23 +305,30 @@ impl Driver<'_> {
     /// arriving keeps the connection open until the rest is read and discarded: closing with
     /// unread data would send a reset, which can destroy the reply already sent.
     fn done(&self, draining: bool) -> bool {
-        let idle = self.conn.open_requests() == 0
+        self.is_idle() && (self.close_when_idle || (draining && self.linger_until.is_none()))
+    }
+
+    /// No request in progress, nothing to write, nothing held back or being discarded.
+    fn is_idle(&self) -> bool {
+        self.conn.open_requests() == 0
             && self.out.is_empty()
             && self.stalled.is_none()
-            && !self.conn.is_discarding();
-        idle && (self.close_when_idle || draining)
+            && !self.conn.is_discarding()
+    }
+
+    /// The drain began: an idle connection lingers (`DRAIN_IDLE_LINGER`), except the one
+    /// inherited on fd 0, whose web server sends nothing more once it has asked us to stop.
+    fn start_linger(&mut self) {
+        if *self.peer != Peer::Inherited && self.is_idle() {
+            self.linger_until = Some(Instant::now() + DRAIN_IDLE_LINGER);
+        }
     }
 
     /// When an idle connection is to be closed; `None` while a request is in progress, or for
     /// the inherited connection (closing it would end the process).
     fn idle_deadline(&mut self) -> Option<Instant> {
         let timeout = self.ctx.config.idle_timeout?;
-        let idle = self.conn.open_requests() == 0
-            && !self.conn.is_discarding()
-            && self.out.is_empty()
-            && self.stalled.is_none()
-            && *self.peer != Peer::Inherited;
-        if !idle {
+        if !self.is_idle() || *self.peer == Peer::Inherited {
             self.idle_since = None;
             return None;
         }

@@ -184,6 +184,26 @@ impl Listener {
         inherited::take_fd0()
     }
 
+    /// A listening socket handed down by a parent process (wfcgi's supervisor passes its
+    /// sockets to its workers), TCP or Unix by its address family. A Unix socket's file is
+    /// left alone on drop: it belongs to the parent.
+    #[cfg(unix)]
+    pub fn from_listening_fd(fd: std::os::fd::OwnedFd) -> io::Result<Listener> {
+        inherited::listening(fd)
+    }
+
+    /// The listening socket's descriptor, to hand down to a child process (`None` for a
+    /// connection that is not a listener).
+    #[cfg(unix)]
+    pub fn listening_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        match self {
+            Listener::Tcp(l) => Some(l.as_fd()),
+            Listener::Unix { listener, .. } => Some(listener.as_fd()),
+            Listener::Connected(_) => None,
+        }
+    }
+
     /// On Windows, IIS hands over a named pipe (its default, NamedPipe mode) or, in its Tcp
     /// mode, a listening socket as the standard input handle. The socket is registered with the
     /// calling thread's runtime (call it inside one); the pipe with that of the thread that
@@ -948,6 +968,34 @@ mod inherited {
     }
 
     /// `SO_ACCEPTCONN` tells a listening socket from a connected one.
+    /// A listening socket given as `fd`: accepted on, TCP or Unix by its family.
+    pub(super) fn listening(fd: OwnedFd) -> io::Result<Listener> {
+        use std::os::fd::AsRawFd;
+        let raw = fd.as_raw_fd();
+        if !is_listening(raw)? {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("fd {raw} is not a listening socket"),
+            ));
+        }
+        listener_of(fd, family(raw)?)
+    }
+
+    fn listener_of(owned: OwnedFd, family: libc::sa_family_t) -> io::Result<Listener> {
+        if family == libc::AF_UNIX as libc::sa_family_t {
+            let l = std::os::unix::net::UnixListener::from(owned);
+            l.set_nonblocking(true)?;
+            Ok(Listener::Unix {
+                listener: UnixListener::from_std(l)?,
+                path: None,
+            })
+        } else {
+            let l = std::net::TcpListener::from(owned);
+            l.set_nonblocking(true)?;
+            Ok(Listener::Tcp(TcpListener::from_std(l)?))
+        }
+    }
+
     fn is_listening(fd: RawFd) -> io::Result<bool> {
         let mut value: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -962,7 +1010,7 @@ mod inherited {
             )
         };
         if rc != 0 {
-            return Err(last_error("getsockopt(SO_ACCEPTCONN) on fd 0"));
+            return Err(last_error(&format!("getsockopt(SO_ACCEPTCONN) on fd {fd}")));
         }
         Ok(value != 0)
     }
@@ -980,7 +1028,7 @@ mod inherited {
             )
         };
         if rc != 0 {
-            return Err(last_error("getsockname on fd 0"));
+            return Err(last_error(&format!("getsockname on fd {fd}")));
         }
         Ok(addr.ss_family)
     }
@@ -1016,19 +1064,7 @@ mod inherited {
         replace_fd0_with_dev_null()?;
         let unix = family == libc::AF_UNIX as libc::sa_family_t;
         let listener = match (listening, unix) {
-            (true, true) => {
-                let l = std::os::unix::net::UnixListener::from(owned);
-                l.set_nonblocking(true)?;
-                Listener::Unix {
-                    listener: UnixListener::from_std(l)?,
-                    path: None,
-                }
-            }
-            (true, false) => {
-                let l = std::net::TcpListener::from(owned);
-                l.set_nonblocking(true)?;
-                Listener::Tcp(TcpListener::from_std(l)?)
-            }
+            (true, _) => listener_of(owned, family)?,
             (false, true) => {
                 let s = std::os::unix::net::UnixStream::from(owned);
                 s.set_nonblocking(true)?;
