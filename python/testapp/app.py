@@ -323,6 +323,22 @@ def thread_name(environ, start_response):
     return _text(start_response, "200 OK", name)
 
 
+def pid(environ, start_response):
+    return _text(start_response, "200 OK", str(os.getpid()))
+
+
+def exit_now(environ, start_response):
+    # A worker dying in the middle of a request, without Python's clean-up.
+    os._exit(_int(_query(environ), "code", 3))
+
+
+def segfault(environ, start_response):
+    # A crash in native code, as a broken C extension would cause.
+    import ctypes
+
+    ctypes.string_at(0)
+
+
 def not_found(environ, start_response):
     return _text(start_response, "404 Not Found", "not found: %s" % environ.get("PATH_INFO", ""))
 
@@ -347,6 +363,9 @@ ROUTES = {
     "/imports": imports,
     "/sys": sys_info,
     "/thread": thread_name,
+    "/pid": pid,
+    "/exit": exit_now,
+    "/segfault": segfault,
 }
 
 

@@ -306,7 +306,15 @@ mod tests {
             "9",
             "--idle-timeout-secs",
             "60",
+            "--max-requests",
+            "500",
+            "--max-requests-jitter",
+            "50",
+            "--max-rss-bytes",
+            "512M",
             "serve",
+            "--processes",
+            "2",
             "--listen",
             "127.0.0.1:1",
             "--listen",
@@ -348,6 +356,15 @@ mod tests {
         assert_eq!(resolved.listen.len(), 2);
         assert!(!resolved.listen_is_default());
         assert_eq!(resolved.socket_mode, Some(0o600));
+        assert_eq!(
+            resolved.workers,
+            settings::Workers {
+                processes: Some(2),
+                max_requests: Some(500),
+                max_requests_jitter: 50,
+                max_rss_bytes: Some(512 << 20),
+            }
+        );
     }
 
     #[test]

@@ -39,15 +39,24 @@ impl Logging {
     /// Installs the global subscriber. `level` is `--log-level` / `WFCGI_LOG_LEVEL` when known
     /// (already validated by `settings`); otherwise `RUST_LOG`, else `info`.
     pub(crate) fn init(level: Option<&str>) -> Logging {
+        Self::init_labelled(level, None)
+    }
+
+    /// As [`Logging::init`], with `label` after each line's time: a worker process's lines
+    /// say which worker wrote them (`worker 1234`), since all share one stderr and log file.
+    pub(crate) fn init_labelled(level: Option<&str>, label: Option<String>) -> Logging {
         let stderr_usable = stderr_is_usable();
         let (filter, handle) = reload::Layer::new(filter_for(level));
         let file = FileSink::default();
+        let timer = Labelled(label.map(Arc::from));
         let stderr_layer = stderr_usable.then(|| {
             tracing_subscriber::fmt::layer()
+                .with_timer(timer.clone())
                 .with_writer(io::stderr)
                 .with_ansi(io::stderr().is_terminal())
         });
         let file_layer = tracing_subscriber::fmt::layer()
+            .with_timer(timer)
             .with_writer(file.clone())
             .with_ansi(false);
         // A second init (tests) keeps the first subscriber; that is fine.
@@ -88,6 +97,20 @@ impl Logging {
 
     pub(crate) fn file_path(&self) -> Option<PathBuf> {
         self.file.path()
+    }
+}
+
+/// The subscriber's usual time, then the process's label when it has one.
+#[derive(Clone)]
+struct Labelled(Option<Arc<str>>);
+
+impl tracing_subscriber::fmt::time::FormatTime for Labelled {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        tracing_subscriber::fmt::time::SystemTime.format_time(w)?;
+        match &self.0 {
+            Some(label) => write!(w, " {label}"),
+            None => Ok(()),
+        }
     }
 }
 

@@ -14,6 +14,8 @@
 //! - [`lazy`]: stdin mode's handler, which starts the bridge on the first request.
 //! - [`signals`]: SIGTERM/SIGINT, Ctrl-C, and IIS's `_FCGI_SHUTDOWN_EVENT_`.
 //! - [`watch`]: the app directory's changes (`WSGI_RESTART_FILE_REGEX`).
+//! - `supervisor` and `worker` (Unix): `wfcgi serve --processes N`, a supervisor holding no
+//!   Python that runs N worker processes (this binary again) on the sockets it opened.
 //!
 //! Two modes:
 //! - `wfcgi serve`: settings are read at start-up; any problem is one message on stderr (and
@@ -29,8 +31,12 @@ mod lazy;
 mod logging;
 mod settings;
 mod signals;
+#[cfg(unix)]
+mod supervisor;
 mod watch;
 mod webconfig;
+#[cfg(unix)]
+mod worker;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -58,6 +64,13 @@ fn runtime_threads() -> usize {
 }
 
 fn main() -> ExitCode {
+    // First, while this is the only thread: a worker's inherited descriptors and its
+    // variable, which the app must not see.
+    #[cfg(unix)]
+    let inherited = match worker::Inherited::take() {
+        Ok(inherited) => inherited,
+        Err(message) => return startup_failure(&message, None),
+    };
     let Cli { command, flags } = Cli::parse_args();
     // Taken before anything changes the environment: it tells an inherited variable from an
     // appSetting copied in later.
@@ -67,6 +80,12 @@ fn main() -> ExitCode {
         Err(e) => return startup_failure(&format!("cannot read the current directory: {e}"), None),
     };
     match command {
+        #[cfg(unix)]
+        Some(Command::Serve) => match inherited {
+            Some(inherited) => serve_worker(inherited, &flags, &env, &cwd),
+            None => serve(&flags, &env, &cwd),
+        },
+        #[cfg(not(unix))]
         Some(Command::Serve) => serve(&flags, &env, &cwd),
         Some(Command::Iis(options)) => {
             let site = match settings::iis_site(&flags, &cwd, options.enable) {
@@ -101,6 +120,18 @@ fn startup_failure(message: &str, log: Option<(&Logging, Option<&Path>)>) -> Exi
     ExitCode::from(EXIT_STARTUP)
 }
 
+/// Points logging at the configured level and file.
+fn configure_logging(logging: &Logging, settings: &Settings) -> Result<(), String> {
+    logging.set_level(settings.log_level.as_deref());
+    match &settings.log_file {
+        Some(path) => logging.set_file(path),
+        None => {
+            logging.discard_pending();
+            Ok(())
+        }
+    }
+}
+
 /// Logs what resolution found worth saying, and points logging at the configured file.
 fn report_settings(
     logging: &Logging,
@@ -108,11 +139,7 @@ fn report_settings(
     web_config: Option<&WebConfig>,
     app_dir: &Path,
 ) -> Result<(), String> {
-    logging.set_level(settings.log_level.as_deref());
-    match &settings.log_file {
-        Some(path) => logging.set_file(path)?,
-        None => logging.discard_pending(),
-    }
+    configure_logging(logging, settings)?;
     match web_config {
         Some(config) => {
             info!(web_config = %config.path.display(), settings = config.app_settings.len(), "read web.config")
@@ -162,8 +189,13 @@ fn serve(flags: &Flags, env: &Environment, cwd: &Path) -> ExitCode {
             return startup_failure(&message, Some((&Logging::init(None), file.as_deref())));
         }
     };
-    // Still the only thread: safe to change the environment before Python reads it.
-    settings::apply_environment(&settings);
+    let supervised = settings.workers.processes;
+    if supervised.is_none() {
+        // Still the only thread: safe to change the environment before Python reads it. A
+        // supervisor leaves it alone: its workers resolve the settings again from the same
+        // inputs, and appSettings copied in would look inherited to them.
+        settings::apply_environment(&settings);
+    }
     let logging = Logging::init(settings.log_level.as_deref());
     if let Err(message) = report_settings(&logging, &settings, web_config.as_ref(), &app_dir) {
         return startup_failure(&message, Some((&logging, None)));
@@ -181,6 +213,21 @@ fn serve(flags: &Flags, env: &Environment, cwd: &Path) -> ExitCode {
         info!(
             "no --listen given: listening on {} (loopback only)",
             settings::default_value(settings::WFCGI_LISTEN)
+        );
+    }
+
+    if let Some(processes) = supervised {
+        #[cfg(unix)]
+        return match supervisor::run(&settings, processes) {
+            Ok(code) => ExitCode::from(code),
+            Err(message) => startup_failure(&message, Some((&logging, None))),
+        };
+        #[cfg(not(unix))]
+        return startup_failure(
+            &format!(
+                "--processes {processes} (WFCGI_PROCESSES) is for Unix: on Windows, IIS starts                  and recycles the processes (the FastCGI application's maxInstances and                  instanceMaxRequests). Remove it"
+            ),
+            Some((&logging, None)),
         );
     }
 
@@ -221,6 +268,39 @@ fn serve(flags: &Flags, env: &Environment, cwd: &Path) -> ExitCode {
         Ok((outcome, drained))
     });
     finish(outcome, &logging)
+}
+
+/// A worker under the supervisor: `wfcgi serve`'s settings, the supervisor's sockets.
+#[cfg(unix)]
+fn serve_worker(
+    inherited: worker::Inherited,
+    flags: &Flags,
+    env: &Environment,
+    cwd: &Path,
+) -> ExitCode {
+    let label = Some(format!("worker {}", std::process::id()));
+    let loaded = settings::app_dir(flags, env, cwd, None)
+        .map_err(|e| e.to_string())
+        .and_then(|app_dir| settings::load(flags, env, &app_dir, cwd));
+    let (settings, _) = match loaded {
+        Ok(loaded) => loaded,
+        // The supervisor read the same settings a moment ago; they changed since (a reload).
+        Err(message) => {
+            let logging = Logging::init_labelled(None, label);
+            return startup_failure(&message, Some((&logging, None)));
+        }
+    };
+    settings::apply_environment(&settings);
+    let logging = Logging::init_labelled(settings.log_level.as_deref(), label);
+    // The supervisor has reported the settings; the workers do not repeat it.
+    if let Err(message) = configure_logging(&logging, &settings) {
+        return startup_failure(&message, Some((&logging, None)));
+    }
+    let runtime = match build_runtime(&logging) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    finish(worker::run(inherited, &settings, runtime), &logging)
 }
 
 /// Maps how serving ended to the exit status.

@@ -57,7 +57,7 @@ impl Shared {
     }
 
     /// The app, loaded on first use; after a failure the next request tries again.
-    fn app<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyAny>, LoadError> {
+    pub(crate) fn app<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyAny>, LoadError> {
         if let Some(app) = self.app.get(py) {
             return Ok(app.bind(py).clone());
         }

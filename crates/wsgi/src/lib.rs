@@ -183,6 +183,13 @@ impl Bridge {
         done
     }
 
+    /// Loads the app now rather than on the first request (a worker process reports itself
+    /// ready only once its app is loaded). On failure the error is logged, as a request's
+    /// load would log it, and returned; a later request tries again.
+    pub fn load_app(&self) -> Result<(), LoadError> {
+        Python::attach(|py| self.shared.app(py).map(drop))
+    }
+
     /// Runs ONE request in-process on the current thread, which must be attached (the
     /// benchmark's entry point; give it `Response::for_test()` to capture the output).
     pub fn dispatch(&self, py: Python<'_>, params: Params, body: Body, response: Response) {

@@ -12,6 +12,10 @@ use super::{Origin, Resolution, RestartFiles, SettingsError, Value};
 /// enough to catch a typo (`80000`).
 const MAX_THREADS: usize = 1024;
 
+/// The most worker processes accepted: each holds an interpreter and the app, so far more than
+/// any machine's cores is a typo.
+const MAX_PROCESSES: usize = 256;
+
 pub(super) fn python_path(value: &Value, r: &mut Resolution<'_>) -> Result<(), SettingsError> {
     // Only from a flag or web.config. An inherited PYTHONPATH is Python's own business (the
     // interpreter reads it at start-up); re-adding it would list it twice.
@@ -90,6 +94,64 @@ pub(super) fn spool_threshold(value: &Value, r: &mut Resolution<'_>) -> Result<(
 pub(super) fn shutdown_grace(value: &Value, r: &mut Resolution<'_>) -> Result<(), SettingsError> {
     r.settings.bridge.shutdown_grace = seconds(parse_count(value, 0, 3600, "seconds")?);
     Ok(())
+}
+
+pub(super) fn processes(value: &Value, r: &mut Resolution<'_>) -> Result<(), SettingsError> {
+    r.settings.workers.processes = Some(parse_count_like(
+        value,
+        1,
+        MAX_PROCESSES,
+        "worker processes",
+        "2",
+    )?);
+    Ok(())
+}
+
+pub(super) fn max_requests(value: &Value, r: &mut Resolution<'_>) -> Result<(), SettingsError> {
+    let n = parse_count_like(value, 0, 1_000_000_000, "requests", "10000")?;
+    r.settings.workers.max_requests = (n > 0).then_some(n as u64);
+    if n > 0 {
+        needs_processes(value, r);
+    }
+    Ok(())
+}
+
+pub(super) fn max_requests_jitter(
+    value: &Value,
+    r: &mut Resolution<'_>,
+) -> Result<(), SettingsError> {
+    r.settings.workers.max_requests_jitter =
+        parse_count_like(value, 0, 1_000_000_000, "requests", "1000")? as u64;
+    Ok(())
+}
+
+pub(super) fn max_rss_bytes(value: &Value, r: &mut Resolution<'_>) -> Result<(), SettingsError> {
+    r.settings.workers.max_rss_bytes = match value.text.trim().to_ascii_lowercase().as_str() {
+        "" | "none" | "unlimited" => None,
+        _ => match parse_bytes(value)? {
+            n if n < 1 << 20 => {
+                return Err(value.invalid(
+                    "below 1M: no Python process is that small",
+                    "use a size such as 512M, or 'none' for no limit",
+                ))
+            }
+            n => Some(n),
+        },
+    };
+    if r.settings.workers.max_rss_bytes.is_some() {
+        needs_processes(value, r);
+    }
+    Ok(())
+}
+
+/// Recycling replaces a worker: one process alone has nothing to replace it.
+fn needs_processes(value: &Value, r: &mut Resolution<'_>) {
+    if r.settings.workers.processes.is_none() {
+        r.settings.warnings.push(format!(
+            "{} is ignored without {WFCGI_PROCESSES} (--processes): a single process has              nothing to take over from it. Add --processes 1 or more",
+            value.describe()
+        ));
+    }
 }
 
 pub(super) fn script_name(value: &Value, r: &mut Resolution<'_>) -> Result<(), SettingsError> {
@@ -337,12 +399,18 @@ pub(crate) fn split_python_path(text: &str) -> Vec<String> {
 
 /// A whole number in `min..=max`; the fix's example is the setting's default.
 fn parse_count(value: &Value, min: usize, max: usize, what: &str) -> Result<usize, SettingsError> {
-    let fix = || {
-        format!(
-            "use a whole number of {what} from {min} to {max}, e.g. {}",
-            table::default_value(value.name)
-        )
-    };
+    parse_count_like(value, min, max, what, table::default_value(value.name))
+}
+
+/// A whole number in `min..=max`, with `example` in the fix.
+fn parse_count_like(
+    value: &Value,
+    min: usize,
+    max: usize,
+    what: &str,
+    example: &str,
+) -> Result<usize, SettingsError> {
+    let fix = || format!("use a whole number of {what} from {min} to {max}, e.g. {example}");
     let n: usize = value
         .text
         .trim()

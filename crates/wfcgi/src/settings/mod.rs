@@ -303,6 +303,8 @@ pub(crate) struct RestartFiles {
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub bridge: BridgeConfig,
+    /// Worker processes and their recycling (`wfcgi serve --processes`).
+    pub workers: Workers,
     /// The FastCGI server's limits; see `server_config` for the whole server configuration.
     pub server: fastcgi::ServerConfig,
     /// Where `wfcgi serve` listens (the default unless set), and the value they came from.
@@ -319,6 +321,19 @@ pub(crate) struct Settings {
     /// To be logged once logging is up.
     pub warnings: Vec<String>,
     pub notes: Vec<String>,
+}
+
+/// Worker processes under a supervisor, and when a worker is recycled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Workers {
+    /// `None`: one process, no supervisor.
+    pub processes: Option<usize>,
+    /// Requests after which a worker is replaced.
+    pub max_requests: Option<u64>,
+    /// Up to this many more, chosen per worker.
+    pub max_requests_jitter: u64,
+    /// Resident memory past which a worker is replaced.
+    pub max_rss_bytes: Option<u64>,
 }
 
 impl Settings {
@@ -425,6 +440,7 @@ pub(crate) fn resolve(
         app_dir,
         settings: Settings {
             bridge: BridgeConfig::new(app_dir.to_path_buf()),
+            workers: Workers::default(),
             server: fastcgi::ServerConfig::default(),
             listen: Vec::new(),
             listen_from: None,

@@ -113,6 +113,10 @@ pub(crate) const WFCGI_MULTIPROCESS: &str = "WFCGI_MULTIPROCESS";
 pub(crate) const WFCGI_MAX_BODY_BYTES: &str = "WFCGI_MAX_BODY_BYTES";
 pub(crate) const WFCGI_SPOOL_THRESHOLD_BYTES: &str = "WFCGI_SPOOL_THRESHOLD_BYTES";
 pub(crate) const WFCGI_SHUTDOWN_GRACE_SECS: &str = "WFCGI_SHUTDOWN_GRACE_SECS";
+pub(crate) const WFCGI_PROCESSES: &str = "WFCGI_PROCESSES";
+pub(crate) const WFCGI_MAX_REQUESTS: &str = "WFCGI_MAX_REQUESTS";
+pub(crate) const WFCGI_MAX_REQUESTS_JITTER: &str = "WFCGI_MAX_REQUESTS_JITTER";
+pub(crate) const WFCGI_MAX_RSS_BYTES: &str = "WFCGI_MAX_RSS_BYTES";
 pub(crate) const WFCGI_LOG_LEVEL: &str = "WFCGI_LOG_LEVEL";
 pub(crate) const WFCGI_LISTEN: &str = "WFCGI_LISTEN";
 pub(crate) const WFCGI_SOCKET_MODE: &str = "WFCGI_SOCKET_MODE";
@@ -256,6 +260,46 @@ pub(crate) const SETTINGS: &[Setting] = &[
         doc: "On SIGTERM/SIGINT, how long running requests may finish (0-3600).",
         wfastcgi: "New. Match IIS's `signalBeforeTerminateSeconds`.",
         apply: Apply::Each(apply::shutdown_grace),
+    },
+    Setting {
+        name: WFCGI_PROCESSES,
+        flag: Some(Flag {
+            long: "--processes",
+            takes: Takes::Value("N"),
+            serve_only: true,
+        }),
+        default: Default::Text("none: one process, no supervisor"),
+        help: "run N worker processes under a supervisor that holds no Python: a worker that dies is replaced at once, recycling and SIGHUP reloads need it (1-256)",
+        doc: "Worker processes (1-256) under a supervisor that holds no Python and opens the listening sockets once. A worker that dies, however it dies, is replaced at once and the log says how it died; one that keeps dying before its first request is retried with backoff, then the supervisor stops with an error. Needed for `WFCGI_MAX_REQUESTS`, `WFCGI_MAX_RSS_BYTES` and SIGHUP reloads. Unset, `wfcgi serve` is one process, as before: the default stays the simplest thing, and `--processes 1` already gives crash recovery. Unix only; under IIS, IIS manages the processes (`maxInstances`).",
+        wfastcgi: "New (under IIS, the FastCGI `maxInstances` setting).",
+        apply: Apply::Each(apply::processes),
+    },
+    Setting {
+        name: WFCGI_MAX_REQUESTS,
+        flag: flag("--max-requests", "N"),
+        default: Default::Value("0"),
+        help: "with --processes: a worker is replaced after this many requests (0: never)",
+        doc: "With `WFCGI_PROCESSES`: after this many requests a worker is recycled. Its replacement starts and loads the app first; the old one then stops taking connections, finishes what it has, closes kept-alive connections only between requests and exits. `0` (the default) never recycles: a well-behaved app needs no recycling, and a leaking one is better caught by `WFCGI_MAX_RSS_BYTES`.",
+        wfastcgi: "New (under IIS, `instanceMaxRequests`).",
+        apply: Apply::Each(apply::max_requests),
+    },
+    Setting {
+        name: WFCGI_MAX_REQUESTS_JITTER,
+        flag: flag("--max-requests-jitter", "N"),
+        default: Default::Value("0"),
+        help: "with --max-requests: each worker's limit is raised by a random 0..=N, so that workers do not all recycle at once",
+        doc: "Adds a random 0 to N to each worker's `WFCGI_MAX_REQUESTS`, so that workers started together do not recycle together.",
+        wfastcgi: "New.",
+        apply: Apply::Each(apply::max_requests_jitter),
+    },
+    Setting {
+        name: WFCGI_MAX_RSS_BYTES,
+        flag: flag("--max-rss-bytes", "SIZE"),
+        default: Default::Value("none"),
+        help: "with --processes: a worker whose resident memory exceeds this (sampled each second) is recycled; bytes or K/M/G, or 'none'",
+        doc: "With `WFCGI_PROCESSES`: a worker whose resident set size exceeds this (sampled every second) is recycled as with `WFCGI_MAX_REQUESTS`. `512M`, `1G` (x1024), or `none` (the default: what an app needs is the app's business).",
+        wfastcgi: "New (under IIS, the app pool's private memory limit).",
+        apply: Apply::Each(apply::max_rss_bytes),
     },
     Setting {
         name: SCRIPT_NAME,

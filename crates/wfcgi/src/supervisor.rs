@@ -1,0 +1,704 @@
+//! `wfcgi serve --processes N`: a supervisor that holds no Python. It opens the listening
+//! sockets once and runs N worker processes (this binary again, with the same arguments; see
+//! `worker`), each accepting on the same sockets.
+//!
+//! - A worker that dies, by any signal or exit status, is replaced at once, and the log says
+//!   how it died. One that keeps dying before its first request is retried with backoff; after
+//!   [`EARLY_DEATHS`] in a row (or at once, if it could not start: exit status 2, a settings or
+//!   venv problem) the supervisor stops with an error instead of spinning.
+//! - A worker that asks to be recycled (`WFCGI_MAX_REQUESTS`, `WFCGI_MAX_RSS_BYTES`) goes on
+//!   serving until its replacement has loaded the app; then it is told to drain.
+//! - SIGHUP reloads: a new worker for every slot; once all have their app loaded, the old ones
+//!   drain. If a new one cannot load the app, the reload is abandoned and the old workers go on.
+//! - SIGTERM/SIGINT: every worker drains within the shutdown grace; any still running after
+//!   it (and a margin for exiting) is killed. A second signal exits at once.
+//!
+//! Workers never outlive the supervisor: on Linux each is started with `PR_SET_PDEATHSIG`
+//! (SIGKILL), from the main thread, which lives as long as the supervisor; elsewhere a worker
+//! whose control socket closes drains and exits.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+use tokio::time::sleep_until;
+use tracing::{error, info, warn};
+
+use crate::settings::Settings;
+use crate::worker;
+
+/// Deaths before a first request, in a row, after which the supervisor gives up.
+const EARLY_DEATHS: u32 = 5;
+
+/// The wait before starting a worker again after its predecessor died before its first
+/// request: doubled each time, up to [`BACKOFF_MAX`].
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// After the shutdown grace, how long workers have to exit (flush logs, end the interpreter)
+/// before they are killed.
+const EXIT_MARGIN: Duration = Duration::from_secs(5);
+
+/// The exit status of a worker that could not start (bad settings, a venv refused).
+const WORKER_STARTUP_FAILED: i32 = crate::EXIT_STARTUP as i32;
+
+/// Runs the supervisor until it is stopped; returns the process's exit status.
+pub(crate) fn run(settings: &Settings, processes: usize) -> Result<u8, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the supervisor's runtime: {e}"))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("cannot find this program's own path to start workers: {e}"))?;
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    runtime.block_on(async {
+        let bind_options = fastcgi::BindOptions {
+            unix_mode: settings.socket_mode,
+        };
+        // Kept open for the supervisor's life: workers come and go, the sockets stay.
+        let mut listeners = Vec::new();
+        for addr in &settings.listen {
+            let listener = fastcgi::Listener::bind(addr, bind_options)
+                .await
+                .map_err(|e| e.to_string())?;
+            info!("listening on {}", listener.local_addr());
+            listeners.push(listener);
+        }
+        let listen_fds = listeners
+            .iter()
+            .filter_map(|l| l.listening_fd().map(|fd| fd.as_raw_fd()))
+            .collect();
+        let (events, mut inbox) = mpsc::unbounded_channel();
+        let mut s = Supervisor {
+            exe,
+            args,
+            listen_fds,
+            events,
+            workers: HashMap::new(),
+            slots: (0..processes).map(|_| Slot::new()).collect(),
+            next_id: 1,
+            grace: settings.bridge.shutdown_grace,
+            reload: None,
+            stopping: None,
+        };
+        info!(
+            "supervisor: running {processes} worker process{}",
+            if processes == 1 { "" } else { "es" }
+        );
+        let shutdown = crate::signals::shutdown_signal();
+        tokio::pin!(shutdown);
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
+        loop {
+            s.start_missing();
+            if s.stopping.is_some() && s.workers.is_empty() {
+                break;
+            }
+            let retry_at = s.next_retry();
+            let kill_at = s.stopping.as_ref().map(|st| st.kill_at);
+            tokio::select! {
+                Some(event) = inbox.recv() => s.on_event(event),
+                () = &mut shutdown, if s.stopping.is_none() => s.stop(0),
+                Some(()) = hangup.recv() => s.reload("SIGHUP"),
+                () = sleep_until(retry_at.unwrap_or_else(far_future).into()), if retry_at.is_some() => {}
+                () = sleep_until(kill_at.unwrap_or_else(far_future).into()), if kill_at.is_some() => {
+                    s.kill_remaining();
+                    break;
+                }
+            }
+        }
+        let code = s.stopping.map_or(1, |st| st.code);
+        if code == 0 {
+            info!("stopped");
+        }
+        Ok(code)
+    })
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400)
+}
+
+struct Supervisor {
+    exe: PathBuf,
+    args: Vec<OsString>,
+    listen_fds: Vec<RawFd>,
+    events: mpsc::UnboundedSender<Event>,
+    workers: HashMap<u64, Worker>,
+    slots: Vec<Slot>,
+    next_id: u64,
+    grace: Duration,
+    reload: Option<Reload>,
+    stopping: Option<Stopping>,
+}
+
+/// One of the N places a worker serves in.
+struct Slot {
+    /// The worker taking connections here.
+    serving: Option<u64>,
+    /// A worker starting to take over here, not yet ready.
+    incoming: Option<u64>,
+    /// The serving worker asked to be recycled.
+    replace: bool,
+    /// Deaths before a first request, in a row.
+    early_deaths: u32,
+    /// No worker is started here before this.
+    retry_at: Instant,
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot {
+            serving: None,
+            incoming: None,
+            replace: false,
+            early_deaths: 0,
+            retry_at: Instant::now(),
+        }
+    }
+
+    fn wants_worker(&self) -> bool {
+        self.incoming.is_none() && (self.serving.is_none() || self.replace)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Started, loading the app; not yet told to take over.
+    Incoming,
+    Serving,
+    /// Told to finish what it has and exit.
+    Draining,
+}
+
+struct Worker {
+    pid: u32,
+    slot: usize,
+    role: Role,
+    /// It took a request: a later death is not a start-up failure.
+    busy: bool,
+    /// Started by the reload in progress.
+    reload: bool,
+    control: tokio::net::unix::OwnedWriteHalf,
+}
+
+/// A reload in progress: new workers loading, the old ones serving until all are ready.
+struct Reload {
+    why: &'static str,
+    started: Instant,
+    /// The new workers, and whether each is ready.
+    workers: HashMap<u64, bool>,
+}
+
+struct Stopping {
+    kill_at: Instant,
+    code: u8,
+}
+
+enum Event {
+    Said(u64, String),
+    Exited(u64, ExitStatus),
+}
+
+impl Supervisor {
+    /// Starts a worker in every slot that needs one and whose backoff is over.
+    fn start_missing(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].wants_worker() && self.slots[slot].retry_at <= now {
+                if let Some(id) = self.spawn_into(slot, false) {
+                    self.slots[slot].incoming = Some(id);
+                }
+            }
+        }
+    }
+
+    /// When a slot's backoff ends, if one is waiting for it.
+    fn next_retry(&self) -> Option<Instant> {
+        if self.stopping.is_some() {
+            return None;
+        }
+        self.slots
+            .iter()
+            .filter(|s| s.wants_worker())
+            .map(|s| s.retry_at)
+            .min()
+    }
+
+    /// Starts a worker for `slot`; on failure, logs it and backs the slot off.
+    fn spawn_into(&mut self, slot: usize, reload: bool) -> Option<u64> {
+        match self.spawn(slot, reload) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                error!(
+                    "cannot start a worker process ({}): {e}",
+                    self.exe.display()
+                );
+                self.died_early(slot, None);
+                None
+            }
+        }
+    }
+
+    fn spawn(&mut self, slot: usize, reload: bool) -> io::Result<u64> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        let mut keep = vec![theirs.as_raw_fd()];
+        keep.extend_from_slice(&self.listen_fds);
+        let listen: Vec<String> = self.listen_fds.iter().map(|fd| fd.to_string()).collect();
+        let mut cmd = tokio::process::Command::new(&self.exe);
+        cmd.args(&self.args)
+            .env(worker::ENV, format!("{};{}", keep[0], listen.join(",")))
+            .stdin(Stdio::null());
+        let parent = std::process::id();
+        // SAFETY: the closure runs in the child between fork and exec and makes only
+        // async-signal-safe calls (fcntl, prctl, getppid) on memory allocated before the fork.
+        unsafe {
+            cmd.pre_exec(move || child_setup(&keep, parent));
+        }
+        let mut child = cmd.spawn()?;
+        drop(theirs);
+        let pid = child.id().unwrap_or(0);
+        let id = self.next_id;
+        self.next_id += 1;
+        ours.set_nonblocking(true)?;
+        let (said, control) = tokio::net::UnixStream::from_std(ours)?.into_split();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(said).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if events.send(Event::Said(id, line)).is_err() {
+                    return;
+                }
+            }
+        });
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let status = match child.wait().await {
+                Ok(status) => status,
+                Err(e) => {
+                    warn!("cannot wait for worker {pid}: {e}");
+                    ExitStatus::from_raw(0xff << 8)
+                }
+            };
+            let _ = events.send(Event::Exited(id, status));
+        });
+        info!("started worker {pid}");
+        self.workers.insert(
+            id,
+            Worker {
+                pid,
+                slot,
+                role: Role::Incoming,
+                busy: false,
+                reload,
+                control,
+            },
+        );
+        Ok(id)
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Said(id, line) => self.on_said(id, &line),
+            Event::Exited(id, status) => self.on_exit(id, status),
+        }
+    }
+
+    fn on_said(&mut self, id: u64, line: &str) {
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match word {
+            "busy" => {
+                w.busy = true;
+                self.slots[w.slot].early_deaths = 0;
+            }
+            "retire" if w.role == Role::Serving => {
+                info!(
+                    "worker {} is to be recycled: {rest}; starting its replacement",
+                    w.pid
+                );
+                self.slots[w.slot].replace = true;
+            }
+            "ready" | "unloadable" if w.role == Role::Incoming => {
+                let loaded = word == "ready";
+                self.on_ready(id, loaded);
+            }
+            _ => warn!("unexpected message from worker {}: {line:?}", w.pid),
+        }
+    }
+
+    /// An incoming worker has its app loaded (`loaded`), or tried and failed.
+    fn on_ready(&mut self, id: u64, loaded: bool) {
+        let (pid, slot, reload) = {
+            let w = &self.workers[&id];
+            (w.pid, w.slot, w.reload)
+        };
+        if !loaded && (reload || self.slots[slot].serving.is_some()) {
+            // Taking over would replace a worker that serves with one that answers 500.
+            error!("worker {pid} cannot load the app (its error is above): it does not take over");
+            self.slots[slot].incoming = None;
+            self.drain(id);
+            if reload {
+                self.abandon_reload();
+            } else {
+                self.died_early(slot, None);
+            }
+            return;
+        }
+        if reload {
+            let Some(r) = self.reload.as_mut() else {
+                return;
+            };
+            r.workers.insert(id, true);
+            if r.workers.values().all(|ready| *ready) {
+                self.commit_reload();
+            }
+            return;
+        }
+        self.take_over(slot, id);
+    }
+
+    /// `id` serves in `slot`; the worker it replaces drains.
+    fn take_over(&mut self, slot: usize, id: u64) {
+        let s = &mut self.slots[slot];
+        s.incoming = None;
+        s.replace = false;
+        let old = s.serving.replace(id);
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.role = Role::Serving;
+            w.reload = false;
+        }
+        if let Some(old) = old {
+            self.drain(old);
+        }
+    }
+
+    /// Tells a worker to finish what it has and exit.
+    fn drain(&mut self, id: u64) {
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        if w.role == Role::Draining {
+            return;
+        }
+        w.role = Role::Draining;
+        info!("worker {} is draining", w.pid);
+        // Six bytes into an empty socket buffer: written at once, or the worker is gone (its
+        // exit is on its way) or stuck; a signal asks it too.
+        if w.control.try_write(b"drain\n").is_err() {
+            signal(w.pid, libc::SIGTERM);
+        }
+    }
+
+    fn on_exit(&mut self, id: u64, status: ExitStatus) {
+        let Some(w) = self.workers.remove(&id) else {
+            return;
+        };
+        let how = describe(status);
+        let pid = w.pid;
+        let slot = &mut self.slots[w.slot];
+        if slot.serving == Some(id) {
+            slot.serving = None;
+        }
+        if slot.incoming == Some(id) {
+            slot.incoming = None;
+        }
+        if w.role == Role::Draining || self.stopping.is_some() {
+            if status.success() {
+                info!("worker {pid} exited after draining");
+            } else {
+                warn!("worker {pid} did not drain cleanly: it {how}");
+                if let Some(stopping) = self.stopping.as_mut() {
+                    stopping.code = 1;
+                }
+            }
+            return;
+        }
+        let when = match (w.role, w.busy) {
+            (Role::Incoming, _) => "while starting, before it was ready",
+            (_, false) => "before its first request",
+            _ => "while serving",
+        };
+        error!("worker {pid} died {when}: it {how}");
+        if w.reload {
+            self.abandon_reload();
+        }
+        if w.busy {
+            let slot = &mut self.slots[w.slot];
+            slot.early_deaths = 0;
+            slot.retry_at = Instant::now();
+        } else {
+            self.died_early(w.slot, Some(status));
+        }
+    }
+
+    /// A worker of `slot` failed before its first request: back off, or give up.
+    fn died_early(&mut self, slot: usize, status: Option<ExitStatus>) {
+        let s = &mut self.slots[slot];
+        s.early_deaths += 1;
+        let nothing_serves = s.serving.is_none();
+        let could_not_start = status.and_then(|st| st.code()) == Some(WORKER_STARTUP_FAILED);
+        if nothing_serves && (could_not_start || s.early_deaths >= EARLY_DEATHS) {
+            let why = if could_not_start {
+                "a worker could not start (its error is above)".to_string()
+            } else {
+                format!(
+                    "workers keep dying before their first request ({} in a row; each death \
+                     is logged above)",
+                    s.early_deaths
+                )
+            };
+            error!(
+                "{why}: stopping. Fix the problem, or run `wfcgi serve` without --processes \
+                 to see it in one process"
+            );
+            self.stop(1);
+            return;
+        }
+        let backoff = BACKOFF_FIRST
+            .saturating_mul(1 << (s.early_deaths - 1).min(16))
+            .min(BACKOFF_MAX);
+        s.retry_at = Instant::now() + backoff;
+        info!(
+            "starting another worker in {} ms ({} failure{} before a first request in a row)",
+            backoff.as_millis(),
+            s.early_deaths,
+            if s.early_deaths == 1 { "" } else { "s" }
+        );
+    }
+
+    /// Starts a new worker for every slot; the old ones drain once all are ready.
+    fn reload(&mut self, why: &'static str) {
+        if self.stopping.is_some() {
+            return;
+        }
+        if self.reload.is_some() {
+            info!("{why}: a reload was in progress; starting over with the current code");
+            self.abandon_reload();
+        }
+        info!("{why}: reloading: starting workers with the current code; the running ones serve until those are ready");
+        let mut started = HashMap::new();
+        for slot in 0..self.slots.len() {
+            if let Some(previous) = self.slots[slot].incoming.take() {
+                // A replacement was already starting, perhaps with the old code.
+                self.drain(previous);
+            }
+            match self.spawn(slot, true) {
+                Ok(id) => {
+                    self.slots[slot].incoming = Some(id);
+                    started.insert(id, false);
+                }
+                Err(e) => {
+                    error!("cannot start a worker process for the reload: {e}");
+                    for id in started.into_keys() {
+                        self.drain(id);
+                    }
+                    return;
+                }
+            }
+        }
+        self.reload = Some(Reload {
+            why,
+            started: Instant::now(),
+            workers: started,
+        });
+    }
+
+    /// Every new worker is ready: each takes over its slot, and the old ones drain.
+    fn commit_reload(&mut self) {
+        let Some(r) = self.reload.take() else {
+            return;
+        };
+        for id in r.workers.keys() {
+            if let Some(slot) = self.workers.get(id).map(|w| w.slot) {
+                self.take_over(slot, *id);
+            }
+        }
+        info!(
+            "reload ({}) done in {} ms: {} worker{} with the current code; the old ones are draining",
+            r.why,
+            r.started.elapsed().as_millis(),
+            r.workers.len(),
+            if r.workers.len() == 1 { "" } else { "s" }
+        );
+    }
+
+    /// A new worker failed: the reload's workers stop, the old ones go on serving.
+    fn abandon_reload(&mut self) {
+        let Some(r) = self.reload.take() else {
+            return;
+        };
+        error!(
+            "reload ({}) abandoned: a new worker failed (see above); the running workers go on serving the code they loaded",
+            r.why
+        );
+        for id in r.workers.keys() {
+            if let Some(slot) = self.workers.get(id).map(|w| w.slot) {
+                if self.slots[slot].incoming == Some(*id) {
+                    self.slots[slot].incoming = None;
+                }
+            }
+            self.drain(*id);
+        }
+    }
+
+    /// Every worker drains; the supervisor exits with `code` once all have exited.
+    fn stop(&mut self, code: u8) {
+        if self.stopping.is_some() {
+            return;
+        }
+        self.reload = None;
+        self.stopping = Some(Stopping {
+            kill_at: Instant::now() + self.grace + EXIT_MARGIN,
+            code,
+        });
+        let ids: Vec<u64> = self.workers.keys().copied().collect();
+        info!(workers = ids.len(), grace = ?self.grace, "stopping: every worker finishes the requests it has");
+        for id in ids {
+            self.drain(id);
+        }
+    }
+
+    /// The grace is over: whatever still runs is killed.
+    fn kill_remaining(&mut self) {
+        for w in self.workers.values() {
+            warn!(
+                "worker {} did not exit within the shutdown grace: killing it",
+                w.pid
+            );
+            signal(w.pid, libc::SIGKILL);
+        }
+        if let Some(stopping) = self.stopping.as_mut() {
+            stopping.code = 1;
+        }
+    }
+}
+
+/// In the child, before exec: the inherited descriptors survive exec, and the worker dies
+/// with the supervisor. Only async-signal-safe calls.
+fn child_setup(keep: &[RawFd], parent: u32) -> io::Result<()> {
+    for &fd in keep {
+        // SAFETY: fcntl on descriptors this process holds open (the supervisor's sockets).
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        // SAFETY: as above.
+        if flags == -1 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) } == -1
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // SAFETY: prctl(PR_SET_PDEATHSIG) only sets this process's parent-death signal.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        // The supervisor died between fork and prctl: the signal will never come.
+        // SAFETY: getppid has no preconditions.
+        if unsafe { libc::getppid() } as u32 != parent {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = parent;
+    Ok(())
+}
+
+fn signal(pid: u32, signal: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill has no memory preconditions; the pid is our child's, not yet reaped
+        // (its exit is handled on this thread, after which it is no longer asked).
+        unsafe { libc::kill(pid, signal) };
+    }
+}
+
+/// How a process ended, for the log: "exited with status 3", "was killed by signal SIGSEGV
+/// (11, a crash: invalid memory access), core dumped".
+pub(crate) fn describe(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exited with status {code}");
+    }
+    let Some(sig) = status.signal() else {
+        return status.to_string();
+    };
+    let (name, meaning) = signal_name(sig);
+    let core = if status.core_dumped() {
+        ", core dumped"
+    } else {
+        ""
+    };
+    match meaning {
+        Some(meaning) => format!("was killed by signal {name} ({sig}, {meaning}){core}"),
+        None => format!("was killed by signal {name} ({sig}){core}"),
+    }
+}
+
+/// A signal's name, and what it usually means for a worker.
+fn signal_name(sig: libc::c_int) -> (&'static str, Option<&'static str>) {
+    match sig {
+        libc::SIGSEGV => (
+            "SIGSEGV",
+            Some("a crash: invalid memory access, usually in a C extension"),
+        ),
+        libc::SIGBUS => ("SIGBUS", Some("a crash: bad memory access")),
+        libc::SIGABRT => (
+            "SIGABRT",
+            Some("abort(): a failed assertion or a fatal error in native code"),
+        ),
+        libc::SIGFPE => ("SIGFPE", Some("a crash: arithmetic error")),
+        libc::SIGILL => ("SIGILL", Some("a crash: illegal instruction")),
+        libc::SIGKILL => (
+            "SIGKILL",
+            Some(
+                "killed from outside: by a person, a script, or the kernel's out-of-memory killer",
+            ),
+        ),
+        libc::SIGTERM => ("SIGTERM", None),
+        libc::SIGINT => ("SIGINT", None),
+        libc::SIGHUP => ("SIGHUP", None),
+        libc::SIGQUIT => ("SIGQUIT", None),
+        libc::SIGPIPE => ("SIGPIPE", None),
+        libc::SIGUSR1 => ("SIGUSR1", None),
+        libc::SIGUSR2 => ("SIGUSR2", None),
+        libc::SIGALRM => ("SIGALRM", None),
+        libc::SIGXCPU => ("SIGXCPU", Some("its CPU time limit was reached")),
+        libc::SIGXFSZ => ("SIGXFSZ", Some("its file size limit was reached")),
+        libc::SIGSYS => ("SIGSYS", Some("a forbidden system call")),
+        _ => ("(unnamed)", None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deaths_are_described_with_the_signal_and_what_it_means() {
+        assert_eq!(
+            describe(ExitStatus::from_raw(3 << 8)),
+            "exited with status 3"
+        );
+        assert_eq!(
+            describe(ExitStatus::from_raw(libc::SIGKILL)),
+            "was killed by signal SIGKILL (9, killed from outside: by a person, a script, or the kernel's out-of-memory killer)"
+        );
+        // 0x80: the core-dump bit of a wait status.
+        let segv = describe(ExitStatus::from_raw(libc::SIGSEGV | 0x80));
+        assert!(
+            segv.starts_with("was killed by signal SIGSEGV (11, a crash"),
+            "{segv}"
+        );
+        assert!(segv.ends_with(", core dumped"), "{segv}");
+    }
+}
