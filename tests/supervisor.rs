@@ -327,3 +327,23 @@ fn sighup_reloads_the_code_without_failing_a_request() {
     assert!(answers.iter().any(|(_, v)| v == "v1") && answers.iter().any(|(_, v)| v == "v2-new"));
     assert_eq!(Wfcgi::code(w.stop(libc::SIGTERM)), 0, "log:\n{}", w.log());
 }
+
+#[test]
+fn a_worker_past_max_rss_bytes_is_recycled() {
+    let mut w = serve(&["--processes", "1", "--max-rss-bytes", "200M"]);
+    let leaky = worker_pid(&w);
+    let (status, body) = get(&w, "/leak", "mib=256").expect("the leak answers");
+    assert_eq!(status, 200, "{body}");
+    let log = Wfcgi::wait_for_text(
+        &w.stderr_path,
+        &format!("worker {leaky} exited after draining"),
+    );
+    assert!(
+        log.contains("past WFCGI_MAX_RSS_BYTES (200 MiB)")
+            && log.contains(&format!("worker {leaky} exited after draining")),
+        "{log}"
+    );
+    let fresh = worker_pid(&w);
+    assert_ne!(fresh, leaky);
+    assert_eq!(Wfcgi::code(w.stop(libc::SIGTERM)), 0, "log:\n{}", w.log());
+}

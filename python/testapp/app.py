@@ -27,6 +27,10 @@ Routes (query parameters in brackets, with their defaults):
   /sys                         JSON of sys.version/executable/prefix/base_prefix/path
   /thread                      the OS name of the thread running the request (Linux and
                                Windows; ``unknown`` elsewhere): wfcgi-conn, wfcgi-python-N, ...
+  /pid                         the process id (which worker answered)
+  /exit?code=3                 os._exit(code) mid-request: a worker dying without clean-up
+  /segfault                    a null read through ctypes: a crash in native code
+  /leak?mib=1                  keeps mib MiB for the process's life: ``N MiB held``
   anything else                404 text/plain
 """
 
@@ -339,6 +343,16 @@ def segfault(environ, start_response):
     ctypes.string_at(0)
 
 
+_LEAKED = []
+
+
+def leak(environ, start_response):
+    # Memory the app never gives back, as a leaking app holds it.
+    mib = _int(_query(environ), "mib", 1)
+    _LEAKED.append(bytearray(b"x" * (mib << 20)))
+    return _text(start_response, "200 OK", "%d MiB held" % (sum(len(b) for b in _LEAKED) >> 20))
+
+
 def not_found(environ, start_response):
     return _text(start_response, "404 Not Found", "not found: %s" % environ.get("PATH_INFO", ""))
 
@@ -366,6 +380,7 @@ ROUTES = {
     "/pid": pid,
     "/exit": exit_now,
     "/segfault": segfault,
+    "/leak": leak,
 }
 
 

@@ -324,16 +324,21 @@ impl Supervisor {
                 w.busy = true;
                 self.slots[w.slot].early_deaths = 0;
             }
-            "retire" if w.role == Role::Serving => {
-                info!(
-                    "worker {} is to be recycled: {rest}; starting its replacement",
-                    w.pid
-                );
-                self.slots[w.slot].replace = true;
+            // A worker that is not serving (still starting, or already draining) has nothing
+            // to be replaced or to take over: its late word is moot.
+            "retire" => {
+                if w.role == Role::Serving {
+                    info!(
+                        "worker {} is to be recycled: {rest}; starting its replacement",
+                        w.pid
+                    );
+                    self.slots[w.slot].replace = true;
+                }
             }
-            "ready" | "unloadable" if w.role == Role::Incoming => {
-                let loaded = word == "ready";
-                self.on_ready(id, loaded);
+            "ready" | "unloadable" => {
+                if w.role == Role::Incoming {
+                    self.on_ready(id, word == "ready");
+                }
             }
             _ => warn!("unexpected message from worker {}: {line:?}", w.pid),
         }

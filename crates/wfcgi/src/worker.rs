@@ -107,6 +107,8 @@ pub(crate) fn run(
 ) -> Result<(fastcgi::ServeOutcome, bool), String> {
     let Inherited { control, listeners } = inherited;
     runtime.block_on(async {
+        // Installed first: SIGTERM while the app loads must stop the worker cleanly.
+        let signal = crate::signals::shutdown_signal();
         let control = std::os::unix::net::UnixStream::from(control);
         control
             .set_nonblocking(true)
@@ -153,7 +155,7 @@ pub(crate) fn run(
         }
         let stop = async move {
             tokio::select! {
-                () = crate::signals::shutdown_signal() => {}
+                () = signal => {}
                 () = supervisor_says_stop(control_rx) => {}
             }
         };
