@@ -27,7 +27,7 @@ Routes (query parameters in brackets, with their defaults):
   /sys                         JSON of sys.version/executable/prefix/base_prefix/path
   /thread                      the OS name of the thread running the request (Linux and
                                Windows; ``unknown`` elsewhere): wfcgi-conn, wfcgi-python-N, ...
-  /pid                         the process id (which worker answered)
+  /pid[?sleep=0]               the process id (which worker answered), after sleep seconds
   /exit?code=3                 os._exit(code) mid-request: a worker dying without clean-up
   /segfault                    a null read through ctypes: a crash in native code
   /leak?mib=1                  keeps mib MiB for the process's life: ``N MiB held``
@@ -328,6 +328,7 @@ def thread_name(environ, start_response):
 
 
 def pid(environ, start_response):
+    time.sleep(_float(_query(environ), "sleep", 0))
     return _text(start_response, "200 OK", str(os.getpid()))
 
 
