@@ -64,9 +64,14 @@ fn served_again(w: &Wfcgi, within: Duration) -> Duration {
 
 fn serve(extra: &[&str]) -> Wfcgi {
     let w = Wfcgi::serve_testapp(extra);
-    // Listening is the supervisor's; wait until the workers have the app loaded.
+    wait_for_a_worker(&w, "/pid");
+    w
+}
+
+/// Listening is the supervisor's: waits until a worker has the app loaded and answers `path`.
+fn wait_for_a_worker(w: &Wfcgi, path: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while get(&w, "/pid", "").is_none() {
+    while get(w, path, "").is_none() {
         assert!(
             Instant::now() < deadline,
             "no worker answered; log:\n{}",
@@ -74,7 +79,6 @@ fn serve(extra: &[&str]) -> Wfcgi {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    w
 }
 
 #[test]
@@ -265,15 +269,7 @@ fn sighup_reloads_the_code_without_failing_a_request() {
             cmd.env("PYTHONDONTWRITEBYTECODE", "1");
         },
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while get(&w, "/", "").is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "no worker answered; log:\n{}",
-            w.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_a_worker(&w, "/");
     let addr = w.addr();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // A loop of requests across the reload: every one must be answered.

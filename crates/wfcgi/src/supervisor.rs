@@ -630,7 +630,7 @@ fn signal(pid: u32, signal: libc::c_int) {
 
 /// How a process ended, for the log: "exited with status 3", "was killed by signal SIGSEGV
 /// (11, a crash: invalid memory access), core dumped".
-pub(crate) fn describe(status: ExitStatus) -> String {
+fn describe(status: ExitStatus) -> String {
     if let Some(code) = status.code() {
         return format!("exited with status {code}");
     }
