@@ -256,18 +256,36 @@ fn serve(flags: &Flags, env: &Environment, cwd: &Path) -> ExitCode {
             .map_err(|e| e.to_string())?;
         let bridge = Arc::new(bridge);
         let handler: Arc<dyn fastcgi::Handler> = bridge.clone();
-        let server = fastcgi::Server::new(settings.server_config(), handler);
-        let outcome = server
-            .serve(listeners, signals::shutdown_signal())
-            .await
-            .map_err(|e| format!("the server failed: {e}"))?;
-        let grace = settings.bridge.shutdown_grace;
-        let drained = tokio::task::spawn_blocking(move || bridge.shutdown(grace))
-            .await
-            .unwrap_or(false);
-        Ok((outcome, drained))
+        serve_bridge(
+            &settings,
+            listeners,
+            handler,
+            bridge,
+            signals::shutdown_signal(),
+        )
+        .await
     });
     finish(outcome, &logging)
+}
+
+/// Serves `listeners` with `handler` (the bridge, or a wrapper of it) until `stop`, then lets
+/// the bridge's Python requests finish within the grace: how serving ended, and whether they did.
+async fn serve_bridge(
+    settings: &Settings,
+    listeners: Vec<fastcgi::Listener>,
+    handler: Arc<dyn fastcgi::Handler>,
+    bridge: Arc<wsgi::Bridge>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(fastcgi::ServeOutcome, bool), String> {
+    let outcome = fastcgi::Server::new(settings.server_config(), handler)
+        .serve(listeners, stop)
+        .await
+        .map_err(|e| format!("the server failed: {e}"))?;
+    let grace = settings.bridge.shutdown_grace;
+    let drained = tokio::task::spawn_blocking(move || bridge.shutdown(grace))
+        .await
+        .unwrap_or(false);
+    Ok((outcome, drained))
 }
 
 /// A worker under the supervisor: `wfcgi serve`'s settings, the supervisor's sockets.

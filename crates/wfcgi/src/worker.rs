@@ -159,16 +159,7 @@ pub(crate) fn run(
                 () = supervisor_says_stop(control_rx) => {}
             }
         };
-        let server = fastcgi::Server::new(settings.server_config(), handler);
-        let outcome = server
-            .serve(listeners, stop)
-            .await
-            .map_err(|e| format!("the server failed: {e}"))?;
-        let grace = settings.bridge.shutdown_grace;
-        let drained = tokio::task::spawn_blocking(move || bridge.shutdown(grace))
-            .await
-            .unwrap_or(false);
-        Ok((outcome, drained))
+        crate::serve_bridge(settings, listeners, handler, bridge, stop).await
     })
 }
 
