@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{oneshot, watch, Notify, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::connection::ConnectionConfig;
@@ -211,7 +211,7 @@ impl Server {
             ctx.tracker.listeners.fetch_add(1, Ordering::AcqRel);
             if listener.wants_own_thread() {
                 match spawn_accept_thread(listener, ctx.clone(), permits.clone()) {
-                    Ok(abort) => accepting.push(abort),
+                    Ok(handle) => accepting.push(handle),
                     Err(e) => {
                         warn!(error = %e, "cannot start the thread that serves the listener");
                         ctx.tracker.done(&ctx.tracker.listeners);
@@ -219,8 +219,16 @@ impl Server {
                 }
                 continue;
             }
-            let task = tokio::spawn(accept_loop(listener, ctx.clone(), permits.clone(), false));
-            accepting.push(task.abort_handle());
+            let (ended_tx, ended) = oneshot::channel();
+            let loop_ = accept_loop(listener, ctx.clone(), permits.clone(), false);
+            let task = tokio::spawn(async move {
+                let _ended = ended_tx;
+                loop_.await
+            });
+            accepting.push(Accepting {
+                abort: task.abort_handle(),
+                ended,
+            });
         }
         let all_closed = ctx.tracker.wait_until(|t| {
             t.listeners.load(Ordering::Acquire) == 0 && t.connections.load(Ordering::Acquire) == 0
@@ -230,8 +238,14 @@ impl Server {
             _ = all_closed, if only_single => return Ok(ServeOutcome::ConnectionClosed),
         }
         // Stop accepting: dropping the accept tasks drops their listeners (and Unix socket files).
+        // An accept loop running on another thread at this moment stops only at its next
+        // await, and may take (and count) a connection before then: wait until each has
+        // stopped, so that none is left out of the drain below and closed unanswered.
         for task in &accepting {
-            task.abort();
+            task.abort.abort();
+        }
+        for task in accepting {
+            let _ = task.ended.await;
         }
         let open = ctx.tracker.connections.load(Ordering::Acquire);
         info!(connections = open, grace = ?ctx.config.shutdown_grace, "shutting down: draining in-flight requests");
@@ -251,6 +265,13 @@ impl Server {
             }
         }
     }
+}
+
+/// An accept loop, running: `ended` resolves once its future has finished or been dropped (its
+/// sender goes with the future), after which it accepts nothing more.
+struct Accepting {
+    abort: tokio::task::AbortHandle,
+    ended: oneshot::Receiver<()>,
 }
 
 /// A connection's hold on the server: its permit and its place in the count, released however
@@ -273,11 +294,16 @@ fn spawn_accept_thread(
     listener: Listener,
     ctx: Arc<Context>,
     permits: Arc<Semaphore>,
-) -> io::Result<tokio::task::AbortHandle> {
+) -> io::Result<Accepting> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let task = runtime.spawn(accept_loop(listener, ctx.clone(), permits, true));
+    let (ended_tx, ended) = oneshot::channel();
+    let loop_ = accept_loop(listener, ctx.clone(), permits, true);
+    let task = runtime.spawn(async move {
+        let _ended = ended_tx;
+        loop_.await
+    });
     let abort = task.abort_handle();
     std::thread::Builder::new()
         .name("wfcgi-conn".into())
@@ -292,7 +318,7 @@ fn spawn_accept_thread(
                     .await;
             });
         })?;
-    Ok(abort)
+    Ok(Accepting { abort, ended })
 }
 
 /// Accepts until the listener is done or the task is aborted. `own_thread`: this runs on a
