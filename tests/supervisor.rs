@@ -345,3 +345,55 @@ fn a_worker_past_max_rss_bytes_is_recycled() {
     assert_ne!(fresh, leaky);
     assert_eq!(Wfcgi::code(w.stop(libc::SIGTERM)), 0, "log:\n{}", w.log());
 }
+
+#[test]
+fn recycling_behind_nginx_keepalive_answers_every_request() {
+    use test_support::peers::{http, Nginx, PathParams};
+    let mut w = serve(&["--processes", "2", "--max-requests", "20"]);
+    let nginx = Nginx::start(&w.addr(), PathParams::Wsgi);
+    let port = nginx.port;
+    // Eight clients, GETs and POSTs (which nginx never retries on another connection: a
+    // kept-alive connection closed under it would be a 502), while workers recycle.
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut pids = BTreeSet::new();
+                let mut failures = Vec::new();
+                for i in 0..200 {
+                    let r = if (c + i) % 2 == 0 {
+                        http(port, "GET", "/pid?sleep=0.01", &[], b"")
+                    } else {
+                        http(port, "POST", "/echo", &[], b"one body")
+                    };
+                    match (r.status, r.text()) {
+                        (200, body) if body == "one body" => {}
+                        (200, body) => {
+                            pids.insert(body.trim().parse::<u32>().unwrap());
+                        }
+                        (status, body) => failures.push(format!("{status}: {body}")),
+                    }
+                }
+                (pids, failures)
+            })
+        })
+        .collect();
+    let mut pids = BTreeSet::new();
+    let mut failures = Vec::new();
+    for c in clients {
+        let (p, f) = c.join().unwrap();
+        pids.extend(p);
+        failures.extend(f);
+    }
+    assert!(failures.is_empty(), "{failures:?}; log:\n{}", w.log());
+    assert_eq!(nginx.error_log(), "", "log:\n{}", w.log());
+    assert!(pids.len() >= 4, "{pids:?}; log:\n{}", w.log());
+    let log = w.log();
+    assert!(!log.contains(" died "), "{log}");
+    // Not closed: passed to the workers that serve on.
+    assert!(
+        log.contains("kept-alive connections to the other workers"),
+        "{log}"
+    );
+    drop(nginx);
+    assert_eq!(Wfcgi::code(w.stop(libc::SIGTERM)), 0, "log:\n{}", w.log());
+}

@@ -102,11 +102,27 @@ struct Driver<'a> {
     linger_until: Option<Instant>,
     /// Set when requests may run inline on this thread: the transport's writer, lent to them.
     writer: Option<Writer>,
+    /// Draining, and the connection is to be handed over (`HandOver`) once idle.
+    hand_over: bool,
+}
+
+/// How the driver let go of a connection that did not fail.
+#[derive(Debug, PartialEq, Eq)]
+enum Ending {
+    Closed,
+    /// Idle while draining, with nothing unanswered read: the stream goes to `HandOver`.
+    HandOver,
 }
 
 /// Drives one connection until it closes. With `writer`, requests may run inline on this
-/// thread (see [`Handler::handle_inline`](crate::Handler::handle_inline)).
-pub(crate) async fn run_connection<IO>(io: IO, peer: Peer, ctx: &Context, writer: Option<Writer>)
+/// thread (see [`Handler::handle_inline`](crate::Handler::handle_inline)). Returns the stream,
+/// not shut down, when it is to be handed over (see [`HandOver`](crate::HandOver)).
+pub(crate) async fn run_connection<IO>(
+    io: IO,
+    peer: Peer,
+    ctx: &Context,
+    writer: Option<Writer>,
+) -> Option<IO>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
@@ -133,6 +149,7 @@ where
         idle_since: None,
         linger_until: None,
         writer,
+        hand_over: false,
     };
     let mut draining = ctx.draining.clone();
     let (mut rd, mut wr) = tokio::io::split(io);
@@ -153,12 +170,18 @@ where
             }
         }
     }
+    if let Ok(Ending::HandOver) = result {
+        d.budget.close();
+        drop(d);
+        return Some(rd.unsplit(wr));
+    }
     // Whatever is still running learns the connection is gone; blocked writers wake up.
     for a in &d.active {
         a.shared.set(Shared::CLOSED);
     }
     d.budget.close();
     let _ = wr.shutdown().await;
+    None
 }
 
 #[derive(Debug)]
@@ -182,16 +205,19 @@ impl Driver<'_> {
         wr: &mut W,
         rx: &mut mpsc::UnboundedReceiver<Outgoing>,
         draining: &mut watch::Receiver<bool>,
-    ) -> Result<(), DriveError>
+    ) -> Result<Ending, DriveError>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
         let mut is_draining = *draining.borrow();
         if is_draining {
-            self.start_linger();
+            self.start_drain();
         }
         loop {
+            if self.hand_over && self.can_hand_over() {
+                return Ok(Ending::HandOver);
+            }
             if is_draining && !self.is_idle() {
                 // Busy during the drain: close as soon as this request is answered.
                 self.linger_until = None;
@@ -208,7 +234,7 @@ impl Driver<'_> {
                         }
                     }
                 }
-                return Ok(());
+                return Ok(Ending::Closed);
             }
             let can_take = self.out.len() < OUT_HIGH_WATER;
             let can_write = !self.out.is_empty();
@@ -272,7 +298,7 @@ impl Driver<'_> {
                         if !self.rbuf.is_empty() {
                             return Err(DriveError::Truncated);
                         }
-                        return Ok(());
+                        return Ok(Ending::Closed);
                     }
                     trace!(bytes = n, "read");
                     self.process_input()?;
@@ -290,11 +316,11 @@ impl Driver<'_> {
                 Wake::ParamsTimeout => return Err(DriveError::ParamsTimeout),
                 Wake::IdleTimeout => {
                     debug!(peer = %self.peer, "closing idle connection");
-                    return Ok(());
+                    return Ok(Ending::Closed);
                 }
                 Wake::Drain => {
                     is_draining = true;
-                    self.start_linger();
+                    self.start_drain();
                 }
                 Wake::LingerOver => self.linger_until = None,
             }
@@ -316,12 +342,25 @@ impl Driver<'_> {
             && !self.conn.is_discarding()
     }
 
-    /// The drain began: an idle connection lingers (`DRAIN_IDLE_LINGER`), except the one
-    /// inherited on fd 0, whose web server sends nothing more once it has asked us to stop.
-    fn start_linger(&mut self) {
-        if *self.peer != Peer::Inherited && self.is_idle() {
+    /// The drain began. A kept-alive connection is handed over once idle, if the server hands
+    /// over (`HandOver`); otherwise an idle one lingers (`DRAIN_IDLE_LINGER`). The one
+    /// inherited on fd 0 does neither: its web server sends nothing more once it has asked us
+    /// to stop.
+    fn start_drain(&mut self) {
+        if *self.peer == Peer::Inherited {
+            return;
+        }
+        if self.ctx.hands_over() {
+            self.hand_over = true;
+        } else if self.is_idle() {
             self.linger_until = Some(Instant::now() + DRAIN_IDLE_LINGER);
         }
+    }
+
+    /// Between requests of a kept-alive connection, with no byte read and not yet answered
+    /// (a record split across reads waits for the rest): the next owner starts cleanly.
+    fn can_hand_over(&self) -> bool {
+        self.is_idle() && self.rbuf.is_empty() && !self.close_when_idle && !self.eof
     }
 
     /// When an idle connection is to be closed; `None` while a request is in progress, or for

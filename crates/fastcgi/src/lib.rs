@@ -36,4 +36,4 @@ pub use request::{
     Body, BodyError, Failure, Request, Response, ResponseCapture, TryChunkError, TryWriteError,
     WriteError,
 };
-pub use server::{Handler, ServeOutcome, Server, ServerConfig};
+pub use server::{HandOver, Handler, ServeOutcome, Server, ServerConfig};

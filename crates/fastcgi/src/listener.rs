@@ -136,6 +136,35 @@ pub enum Listener {
     /// input; the web server connects (or has connected) its client end.
     #[cfg(windows)]
     Pipe(inherited_windows::PipeListener),
+    /// Connected sockets another process handed over (see [`HandOver`](crate::HandOver)).
+    #[cfg(unix)]
+    Adopted(Adopted),
+}
+
+/// Connections handed over by another process, arriving as descriptors: each is served as
+/// if accepted here. Those still queued when the listener is dropped (the server stopped
+/// accepting) go to `unaccepted`, to be handed on rather than closed.
+#[cfg(unix)]
+pub struct Adopted {
+    arriving: tokio::sync::mpsc::UnboundedReceiver<std::os::fd::OwnedFd>,
+    unaccepted: Box<dyn Fn(std::os::fd::OwnedFd) + Send + Sync>,
+}
+
+#[cfg(unix)]
+impl fmt::Debug for Adopted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Adopted")
+    }
+}
+
+#[cfg(unix)]
+impl Drop for Adopted {
+    fn drop(&mut self) {
+        self.arriving.close();
+        while let Ok(fd) = self.arriving.try_recv() {
+            (self.unaccepted)(fd);
+        }
+    }
 }
 
 impl Listener {
@@ -200,8 +229,21 @@ impl Listener {
         match self {
             Listener::Tcp(l) => Some(l.as_fd()),
             Listener::Unix { listener, .. } => Some(listener.as_fd()),
-            Listener::Connected(_) => None,
+            Listener::Connected(_) | Listener::Adopted(_) => None,
         }
+    }
+
+    /// Serves the connected sockets that arrive on `arriving` (handed over by another process);
+    /// any not yet accepted when the server stops accepting go to `unaccepted`.
+    #[cfg(unix)]
+    pub fn adopting(
+        arriving: tokio::sync::mpsc::UnboundedReceiver<std::os::fd::OwnedFd>,
+        unaccepted: impl Fn(std::os::fd::OwnedFd) + Send + Sync + 'static,
+    ) -> Listener {
+        Listener::Adopted(Adopted {
+            arriving,
+            unaccepted: Box::new(unaccepted),
+        })
     }
 
     /// On Windows, IIS hands over a named pipe (its default, NamedPipe mode) or, in its Tcp
@@ -249,6 +291,11 @@ impl Listener {
                 Ok(Some((Stream::Unix(s), Peer::Unix)))
             }
             Listener::Connected(stream) => Ok(stream.take().map(|s| (s, Peer::Inherited))),
+            #[cfg(unix)]
+            Listener::Adopted(a) => match a.arriving.recv().await {
+                Some(fd) => inherited::connected(fd).map(Some),
+                None => Ok(None),
+            },
             #[cfg(windows)]
             Listener::Pipe(pipe) => Ok(pipe
                 .accept()
@@ -270,6 +317,8 @@ impl Listener {
                 None => "unix:(inherited)".into(),
             },
             Listener::Connected(_) => "fd0 (connected)".into(),
+            #[cfg(unix)]
+            Listener::Adopted(_) => "connections handed over by other workers".into(),
             #[cfg(windows)]
             Listener::Pipe(_) => "the named pipe on standard input (IIS NamedPipe mode)".into(),
         }
@@ -322,8 +371,6 @@ pub enum Stream {
 }
 
 impl Stream {
-    /// The same socket registered with the runtime of the calling thread (it was registered with
-    /// the one that accepted it), so that its readiness wakes this runtime.
     /// The writer of requests that run inline, for the named pipe (the only Windows transport
     /// with one).
     #[cfg(windows)]
@@ -334,6 +381,17 @@ impl Stream {
         }
     }
 
+    /// The socket itself, taken off the runtime: to hand it to another process.
+    #[cfg(unix)]
+    pub fn into_fd(self) -> io::Result<std::os::fd::OwnedFd> {
+        Ok(match self {
+            Stream::Tcp(s) => s.into_std()?.into(),
+            Stream::Unix(s) => s.into_std()?.into(),
+        })
+    }
+
+    /// The same socket registered with the runtime of the calling thread (it was registered with
+    /// the one that accepted it), so that its readiness wakes this runtime.
     pub(crate) fn rebind(self) -> io::Result<Stream> {
         Ok(match self {
             Stream::Tcp(s) => Stream::Tcp(TcpStream::from_std(s.into_std()?)?),
@@ -994,6 +1052,21 @@ mod inherited {
             l.set_nonblocking(true)?;
             Ok(Listener::Tcp(TcpListener::from_std(l)?))
         }
+    }
+
+    /// A connected socket handed over by another process, TCP or Unix by its family.
+    pub(super) fn connected(fd: OwnedFd) -> io::Result<(Stream, Peer)> {
+        use std::os::fd::AsRawFd;
+        if family(fd.as_raw_fd())? == libc::AF_UNIX as libc::sa_family_t {
+            let s = std::os::unix::net::UnixStream::from(fd);
+            s.set_nonblocking(true)?;
+            return Ok((Stream::Unix(UnixStream::from_std(s)?), Peer::Unix));
+        }
+        let s = std::net::TcpStream::from(fd);
+        s.set_nonblocking(true)?;
+        s.set_nodelay(true)?;
+        let peer = s.peer_addr()?;
+        Ok((Stream::Tcp(TcpStream::from_std(s)?), Peer::Tcp(peer)))
     }
 
     fn is_listening(fd: RawFd) -> io::Result<bool> {

@@ -16,7 +16,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::connection::ConnectionConfig;
 use crate::driver::run_connection;
-use crate::listener::{Listener, Peer};
+use crate::listener::{Listener, Peer, Stream};
 use crate::request::Request;
 use crate::transport;
 
@@ -44,6 +44,21 @@ pub trait Handler: Send + Sync + 'static {
     fn handle_inline(&self, request: Request) -> Option<Request> {
         Some(request)
     }
+}
+
+/// Where a draining server sends its kept-alive connections instead of closing them. Closing
+/// one races the web server, which may be sending the next request on it (nginx then logs
+/// "upstream prematurely closed connection" and retries or answers 502); a connection handed
+/// to a process that goes on serving is never closed at all. wfcgi's workers hand theirs to
+/// the supervisor, which passes them to a worker that keeps serving.
+pub trait HandOver: Send + Sync + 'static {
+    /// Asked when the drain begins: whether connections go to `hand_over` this time (not when
+    /// everything is stopping: nothing would take them).
+    fn wanted(&self) -> bool;
+
+    /// A connection between requests: everything read from it was answered, nothing is left to
+    /// write, and it was not shut down. What arrives on it next is the new owner's to read.
+    fn hand_over(&self, stream: Stream);
 }
 
 /// Every limit and timeout of the server, with its default.
@@ -156,6 +171,22 @@ pub(crate) struct Context {
     tracker: Tracker,
     /// `true` once shutdown has begun: connections close when idle.
     pub(crate) draining: watch::Receiver<bool>,
+    pub(crate) hand_over: Option<Arc<dyn HandOver>>,
+}
+
+impl Context {
+    /// Whether a draining connection goes to [`HandOver`] once idle, rather than closing.
+    pub(crate) fn hands_over(&self) -> bool {
+        self.hand_over.as_ref().is_some_and(|h| h.wanted())
+    }
+
+    /// What the driver gave back: a connection to hand over.
+    fn finish_connection(&self, returned: Option<Stream>) {
+        if let (Some(stream), Some(h)) = (returned, &self.hand_over) {
+            debug!("handing the connection over");
+            h.hand_over(stream);
+        }
+    }
 }
 
 impl Context {
@@ -172,6 +203,7 @@ impl Context {
             handler,
             tracker: Tracker::default(),
             draining,
+            hand_over: None,
         };
         (ctx, drain_tx)
     }
@@ -180,11 +212,23 @@ impl Context {
 pub struct Server {
     config: ServerConfig,
     handler: Arc<dyn Handler>,
+    hand_over: Option<Arc<dyn HandOver>>,
 }
 
 impl Server {
     pub fn new(config: ServerConfig, handler: Arc<dyn Handler>) -> Self {
-        Server { config, handler }
+        Server {
+            config,
+            handler,
+            hand_over: None,
+        }
+    }
+
+    /// When draining (and `hand_over` wants it), kept-alive connections go to `hand_over`
+    /// between requests instead of being closed. The inherited fd-0 connection never does.
+    pub fn hand_over_to(mut self, hand_over: Arc<dyn HandOver>) -> Self {
+        self.hand_over = Some(hand_over);
+        self
     }
 
     /// Serves `listeners` until `shutdown` completes, then stops accepting, lets in-flight
@@ -202,6 +246,7 @@ impl Server {
             handler: self.handler,
             tracker: Tracker::default(),
             draining: drain_rx,
+            hand_over: self.hand_over,
         });
         let permits = Arc::new(Semaphore::new(ctx.config.max_connections.max(1)));
         let only_single = listeners.iter().all(Listener::is_single_connection);
@@ -375,7 +420,8 @@ async fn accept_loop(
             let drive = move |stream, writer| {
                 async move {
                     debug!("connection opened (served on its own thread)");
-                    run_connection(stream, peer, &release.0, writer).await;
+                    let returned = run_connection(stream, peer, &release.0, writer).await;
+                    release.0.finish_connection(returned);
                     debug!("connection closed");
                     drop(release);
                 }
@@ -392,7 +438,8 @@ async fn accept_loop(
                     Some(_) => debug!("connection opened (requests run inline on this thread)"),
                     None => debug!("connection opened"),
                 }
-                run_connection(stream, peer, &release.0, writer).await;
+                let returned = run_connection(stream, peer, &release.0, writer).await;
+                release.0.finish_connection(returned);
                 debug!("connection closed");
                 drop(release);
             }

@@ -75,7 +75,7 @@ pub enum PathParams {
 pub struct Nginx {
     pub port: u16,
     child: Child,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Nginx {
@@ -97,7 +97,7 @@ impl Nginx {
             r#"daemon off;
 master_process off;
 worker_processes 1;
-error_log stderr warn;
+error_log {d}/error.log warn;
 pid {d}/nginx.pid;
 events {{ worker_connections 256; }}
 http {{
@@ -150,16 +150,19 @@ http {{
             .arg("-c")
             .arg(&conf_path)
             .arg("-e")
-            .arg("stderr")
+            .arg(dir.path().join("error.log"))
             .stdin(Stdio::null())
             .spawn()
             .expect("start nginx");
         wait_for_port(port, "nginx");
-        Nginx {
-            port,
-            child,
-            _dir: dir,
-        }
+        Nginx { port, child, dir }
+    }
+}
+
+impl Nginx {
+    /// What nginx logged at `warn` and above so far (upstream errors, retries).
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
     }
 }
 
@@ -167,6 +170,11 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Shown with a failing test's output (captured otherwise).
+        let log = self.error_log();
+        if !log.is_empty() {
+            eprintln!("nginx error log:\n{log}");
+        }
     }
 }
 

@@ -27,6 +27,8 @@
 
 mod cli;
 mod enable;
+#[cfg(unix)]
+mod handover;
 mod lazy;
 mod logging;
 mod settings;
@@ -255,11 +257,11 @@ fn serve(flags: &Flags, env: &Environment, cwd: &Path) -> ExitCode {
             .map_err(|e| format!("starting the bridge panicked: {e}"))?
             .map_err(|e| e.to_string())?;
         let bridge = Arc::new(bridge);
-        let handler: Arc<dyn fastcgi::Handler> = bridge.clone();
+        let server = fastcgi::Server::new(settings.server_config(), bridge.clone());
         serve_bridge(
             &settings,
+            server,
             listeners,
-            handler,
             bridge,
             signals::shutdown_signal(),
         )
@@ -268,16 +270,16 @@ fn serve(flags: &Flags, env: &Environment, cwd: &Path) -> ExitCode {
     finish(outcome, &logging)
 }
 
-/// Serves `listeners` with `handler` (the bridge, or a wrapper of it) until `stop`, then lets
+/// Serves `listeners` with `server` (whose handler is the bridge, or a wrapper of it) until `stop`, then lets
 /// the bridge's Python requests finish within the grace: how serving ended, and whether they did.
 async fn serve_bridge(
     settings: &Settings,
+    server: fastcgi::Server,
     listeners: Vec<fastcgi::Listener>,
-    handler: Arc<dyn fastcgi::Handler>,
     bridge: Arc<wsgi::Bridge>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(fastcgi::ServeOutcome, bool), String> {
-    let outcome = fastcgi::Server::new(settings.server_config(), handler)
+    let outcome = server
         .serve(listeners, stop)
         .await
         .map_err(|e| format!("the server failed: {e}"))?;

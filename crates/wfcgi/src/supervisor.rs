@@ -7,7 +7,9 @@
 //!   [`EARLY_DEATHS`] in a row (or at once, if it could not start: exit status 2, a settings or
 //!   venv problem) the supervisor stops with an error instead of spinning.
 //! - A worker that asks to be recycled (`WFCGI_MAX_REQUESTS`, `WFCGI_MAX_RSS_BYTES`) goes on
-//!   serving until its replacement has loaded the app; then it is told to drain.
+//!   serving until its replacement has loaded the app; then it is told to drain. A draining
+//!   worker hands its kept-alive connections over between requests (`handover`), and the
+//!   supervisor passes each to a worker that goes on serving: the web server sees no close.
 //! - SIGHUP reloads: a new worker for every slot; once all have their app loaded, the old ones
 //!   drain. If a new one cannot load the app, the reload is abandoned and the old workers go on.
 //! - SIGTERM/SIGINT: every worker drains within the shutdown grace; any still running after
@@ -20,10 +22,11 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -31,6 +34,7 @@ use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 use tracing::{error, info, warn};
 
+use crate::handover::Channel;
 use crate::settings::Settings;
 use crate::worker;
 
@@ -87,6 +91,7 @@ pub(crate) fn run(settings: &Settings, processes: usize) -> Result<u8, String> {
             grace: settings.bridge.shutdown_grace,
             reload: None,
             stopping: None,
+            next_target: 0,
         };
         info!(
             "supervisor: running {processes} worker process{}",
@@ -137,6 +142,8 @@ struct Supervisor {
     grace: Duration,
     reload: Option<Reload>,
     stopping: Option<Stopping>,
+    /// Where the search for a worker to take a handed-over connection starts (round robin).
+    next_target: usize,
 }
 
 /// One of the N places a worker serves in.
@@ -187,6 +194,10 @@ struct Worker {
     /// Started by the reload in progress.
     reload: bool,
     control: tokio::net::unix::OwnedWriteHalf,
+    /// Connections it hands over, and those it is handed.
+    handover: Arc<Channel>,
+    /// Connections it handed over, for the log.
+    handed: u32,
 }
 
 /// A reload in progress: new workers loading, the old ones serving until all are ready.
@@ -205,6 +216,7 @@ struct Stopping {
 enum Event {
     Said(u64, String),
     Exited(u64, ExitStatus),
+    HandedOver(u64, OwnedFd),
 }
 
 impl Supervisor {
@@ -252,12 +264,16 @@ impl Supervisor {
 
     fn spawn(&mut self, slot: usize, reload: bool) -> io::Result<u64> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-        let mut keep = vec![theirs.as_raw_fd()];
+        let (handover, their_handover) = crate::handover::pair()?;
+        let mut keep = vec![theirs.as_raw_fd(), their_handover.as_raw_fd()];
         keep.extend_from_slice(&self.listen_fds);
         let listen: Vec<String> = self.listen_fds.iter().map(|fd| fd.to_string()).collect();
         let mut cmd = tokio::process::Command::new(&self.exe);
         cmd.args(&self.args)
-            .env(worker::ENV, format!("{};{}", keep[0], listen.join(",")))
+            .env(
+                worker::ENV,
+                format!("{};{};{}", keep[0], listen.join(","), keep[1]),
+            )
             .stdin(Stdio::null());
         let parent = std::process::id();
         // SAFETY: the closure runs in the child between fork and exec and makes only
@@ -267,6 +283,8 @@ impl Supervisor {
         }
         let mut child = cmd.spawn()?;
         drop(theirs);
+        drop(their_handover);
+        let handover = Arc::new(Channel::new(handover)?);
         let pid = child.id().unwrap_or(0);
         let id = self.next_id;
         self.next_id += 1;
@@ -277,6 +295,15 @@ impl Supervisor {
             let mut lines = BufReader::new(said).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 if events.send(Event::Said(id, line)).is_err() {
+                    return;
+                }
+            }
+        });
+        let events = self.events.clone();
+        let handed = handover.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(fd)) = handed.recv().await {
+                if events.send(Event::HandedOver(id, fd)).is_err() {
                     return;
                 }
             }
@@ -302,6 +329,8 @@ impl Supervisor {
                 busy: false,
                 reload,
                 control,
+                handover,
+                handed: 0,
             },
         );
         Ok(id)
@@ -311,6 +340,33 @@ impl Supervisor {
         match event {
             Event::Said(id, line) => self.on_said(id, &line),
             Event::Exited(id, status) => self.on_exit(id, status),
+            Event::HandedOver(id, fd) => self.pass_on(id, fd),
+        }
+    }
+
+    /// A connection `from` let go: to the next worker that serves (round robin over the
+    /// slots). With none (everything is stopping), it is closed.
+    fn pass_on(&mut self, from: u64, fd: OwnedFd) {
+        if let Some(w) = self.workers.get_mut(&from) {
+            w.handed += 1;
+        }
+        let n = self.slots.len();
+        for i in 0..n {
+            let slot = (self.next_target + i) % n;
+            let Some(to) = self.slots[slot].serving else {
+                continue;
+            };
+            let Some(w) = self.workers.get(&to) else {
+                continue;
+            };
+            if to == from || w.role != Role::Serving {
+                continue;
+            }
+            self.next_target = slot + 1;
+            match w.handover.send(&fd) {
+                Ok(()) => return,
+                Err(e) => warn!("cannot pass a connection to worker {}: {e}", w.pid),
+            }
         }
     }
 
@@ -354,7 +410,7 @@ impl Supervisor {
             // Taking over would replace a worker that serves with one that answers 500.
             error!("worker {pid} cannot load the app (its error is above): it does not take over");
             self.slots[slot].incoming = None;
-            self.drain(id);
+            self.drain(id, true);
             if reload {
                 self.abandon_reload();
             } else {
@@ -386,12 +442,13 @@ impl Supervisor {
             w.reload = false;
         }
         if let Some(old) = old {
-            self.drain(old);
+            self.drain(old, true);
         }
     }
 
-    /// Tells a worker to finish what it has and exit.
-    fn drain(&mut self, id: u64) {
+    /// Tells a worker to finish what it has and exit; with `hand_over`, to hand its kept-alive
+    /// connections over (other workers serve on), else to close them.
+    fn drain(&mut self, id: u64, hand_over: bool) {
         let Some(w) = self.workers.get_mut(&id) else {
             return;
         };
@@ -402,7 +459,12 @@ impl Supervisor {
         info!("worker {} is draining", w.pid);
         // Six bytes into an empty socket buffer: written at once, or the worker is gone (its
         // exit is on its way) or stuck; a signal asks it too.
-        if w.control.try_write(b"drain\n").is_err() {
+        let say: &[u8] = if hand_over {
+            b"drain hand-over\n"
+        } else {
+            b"drain\n"
+        };
+        if w.control.try_write(say).is_err() {
             signal(w.pid, libc::SIGTERM);
         }
     }
@@ -421,7 +483,13 @@ impl Supervisor {
             slot.incoming = None;
         }
         if w.role == Role::Draining || self.stopping.is_some() {
-            if status.success() {
+            if status.success() && w.handed > 0 {
+                info!(
+                    "worker {pid} exited after draining; it handed {} kept-alive connection{} to the other workers",
+                    w.handed,
+                    if w.handed == 1 { "" } else { "s" }
+                );
+            } else if status.success() {
                 info!("worker {pid} exited after draining");
             } else {
                 warn!("worker {pid} did not drain cleanly: it {how}");
@@ -498,7 +566,7 @@ impl Supervisor {
         for slot in 0..self.slots.len() {
             if let Some(previous) = self.slots[slot].incoming.take() {
                 // A replacement was already starting, perhaps with the old code.
-                self.drain(previous);
+                self.drain(previous, true);
             }
             match self.spawn(slot, true) {
                 Ok(id) => {
@@ -508,7 +576,7 @@ impl Supervisor {
                 Err(e) => {
                     error!("cannot start a worker process for the reload: {e}");
                     for id in started.into_keys() {
-                        self.drain(id);
+                        self.drain(id, true);
                     }
                     return;
                 }
@@ -555,7 +623,7 @@ impl Supervisor {
                     self.slots[slot].incoming = None;
                 }
             }
-            self.drain(*id);
+            self.drain(*id, true);
         }
     }
 
@@ -572,7 +640,7 @@ impl Supervisor {
         let ids: Vec<u64> = self.workers.keys().copied().collect();
         info!(workers = ids.len(), grace = ?self.grace, "stopping: every worker finishes the requests it has");
         for id in ids {
-            self.drain(id);
+            self.drain(id, false);
         }
     }
 

@@ -10,7 +10,8 @@
 //! The control protocol is lines of text. Worker to supervisor: `ready` (the app loaded),
 //! `unloadable` (it did not: requests get 500 and retry the load), `busy` (the first request
 //! was taken), `retire REASON` (a recycling limit was reached: start my replacement). The
-//! supervisor to the worker: `drain`.
+//! supervisor to the worker: `drain` (stop: close kept-alive connections between requests), or
+//! `drain hand-over` (a recycle or reload: hand them over instead, see `handover`).
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,7 +24,8 @@ use tracing::{info, warn};
 
 use crate::settings::{Settings, Workers};
 
-/// The environment variable that makes a process a worker: `CONTROL_FD;LISTEN_FD,LISTEN_FD...`.
+/// The environment variable that makes a process a worker:
+/// `CONTROL_FD;LISTEN_FD,LISTEN_FD...;HANDOVER_FD`.
 pub(crate) const ENV: &str = "WFCGI_WORKER";
 
 /// How often resident memory is sampled for `WFCGI_MAX_RSS_BYTES`.
@@ -34,6 +36,7 @@ const RSS_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) struct Inherited {
     control: OwnedFd,
     listeners: Vec<OwnedFd>,
+    handover: OwnedFd,
 }
 
 impl Inherited {
@@ -47,11 +50,16 @@ impl Inherited {
         let text = text.to_string_lossy();
         let bad = || {
             format!(
-                "{ENV}={text:?} is not what the supervisor sets (CONTROL_FD;LISTEN_FD,...): \
+                "{ENV}={text:?} is not what the supervisor sets (CONTROL_FD;LISTEN_FD,...;HANDOVER_FD): \
                  {ENV} is set by `wfcgi serve --processes` for its workers only; unset it"
             )
         };
-        let (control, listeners) = text.split_once(';').ok_or_else(bad)?;
+        let mut parts = text.split(';');
+        let (Some(control), Some(listeners), Some(handover), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
         let fd = |part: &str| -> Result<OwnedFd, String> {
             let fd: RawFd = part.trim().parse().map_err(|_| bad())?;
             // SAFETY: F_GETFD only reads the descriptor table; an unknown number fails.
@@ -67,6 +75,7 @@ impl Inherited {
             Ok(owned)
         };
         let control = fd(control)?;
+        let handover = fd(handover)?;
         let listeners = listeners
             .split(',')
             .filter(|p| !p.trim().is_empty())
@@ -75,7 +84,11 @@ impl Inherited {
         if listeners.is_empty() {
             return Err(bad());
         }
-        Ok(Some(Inherited { control, listeners }))
+        Ok(Some(Inherited {
+            control,
+            listeners,
+            handover,
+        }))
     }
 }
 
@@ -105,7 +118,11 @@ pub(crate) fn run(
     settings: &Settings,
     runtime: tokio::runtime::Runtime,
 ) -> Result<(fastcgi::ServeOutcome, bool), String> {
-    let Inherited { control, listeners } = inherited;
+    let Inherited {
+        control,
+        listeners,
+        handover,
+    } = inherited;
     runtime.block_on(async {
         // Installed first: SIGTERM while the app loads must stop the worker cleanly.
         let signal = crate::signals::shutdown_signal();
@@ -119,11 +136,13 @@ pub(crate) fn run(
         let (notes, notes_rx) = mpsc::unbounded_channel();
         tokio::spawn(tell_supervisor(control_tx, notes_rx));
 
-        let listeners = listeners
+        let mut listeners = listeners
             .into_iter()
             .map(fastcgi::Listener::from_listening_fd)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("the listening socket from the supervisor: {e}"))?;
+        let handover = crate::handover::WorkerSide::new(handover)
+            .map_err(|e| format!("the supervisor's hand-over socket: {e}"))?;
 
         let config = settings.bridge.clone();
         let bridge = tokio::task::spawn_blocking(move || {
@@ -153,13 +172,18 @@ pub(crate) fn run(
         if let Some(limit) = settings.workers.max_rss_bytes {
             tokio::spawn(watch_memory(limit, handler.clone()));
         }
+        let asked = handover.clone();
         let stop = async move {
             tokio::select! {
                 () = signal => {}
-                () = supervisor_says_stop(control_rx) => {}
+                hand_over = supervisor_says_stop(control_rx) => if hand_over {
+                    asked.want();
+                },
             }
         };
-        crate::serve_bridge(settings, listeners, handler, bridge, stop).await
+        listeners.push(handover.adopted());
+        let server = fastcgi::Server::new(settings.server_config(), handler).hand_over_to(handover);
+        crate::serve_bridge(settings, server, listeners, bridge, stop).await
     })
 }
 
@@ -176,8 +200,9 @@ async fn tell_supervisor(
     }
 }
 
-/// Completes when the supervisor says `drain`, or is gone.
-async fn supervisor_says_stop(control: tokio::net::unix::OwnedReadHalf) {
+/// Completes when the supervisor says `drain`, or is gone: whether kept-alive connections
+/// are to be handed over.
+async fn supervisor_says_stop(control: tokio::net::unix::OwnedReadHalf) -> bool {
     let mut lines = BufReader::new(control).lines();
     loop {
         match lines.next_line().await {
@@ -185,12 +210,19 @@ async fn supervisor_says_stop(control: tokio::net::unix::OwnedReadHalf) {
                 info!(
                     "the supervisor asked this worker to stop: finishing the requests in progress"
                 );
-                return;
+                return false;
+            }
+            Ok(Some(line)) if line.trim() == "drain hand-over" => {
+                info!(
+                    "the supervisor asked this worker to stop: finishing the requests in \
+                     progress; kept-alive connections go to the other workers"
+                );
+                return true;
             }
             Ok(Some(line)) => warn!("unknown message from the supervisor: {line:?}"),
             Ok(None) | Err(_) => {
                 warn!("the supervisor is gone: finishing the requests in progress, then exiting");
-                return;
+                return false;
             }
         }
     }
