@@ -104,6 +104,8 @@ struct Driver<'a> {
     writer: Option<Writer>,
     /// Draining, and the connection is to be handed over (`HandOver`) once idle.
     hand_over: bool,
+    /// A request timed out after its response began: the connection closes, cutting it short.
+    cut: Option<u16>,
 }
 
 /// How the driver let go of a connection that did not fail.
@@ -150,6 +152,7 @@ where
         linger_until: None,
         writer,
         hand_over: false,
+        cut: None,
     };
     let mut draining = ctx.draining.clone();
     let (mut rd, mut wr) = tokio::io::split(io);
@@ -168,6 +171,11 @@ where
             DriveError::Truncated => {
                 debug!(%peer, "peer closed the connection in the middle of a record")
             }
+            DriveError::Cut(id) => warn!(
+                %peer,
+                request = id,
+                "closing FastCGI connection: a request ran past its time limit after its response had begun, so the response is cut short"
+            ),
         }
     }
     if let Ok(Ending::HandOver) = result {
@@ -190,6 +198,7 @@ enum DriveError {
     Io(io::Error),
     ParamsTimeout,
     Truncated,
+    Cut(u16),
 }
 
 impl From<ProtocolError> for DriveError {
@@ -275,6 +284,9 @@ impl Driver<'_> {
                             Ok(msg) => self.on_outgoing(msg),
                             Err(_) => break,
                         }
+                    }
+                    if let Some(id) = self.cut {
+                        return Err(DriveError::Cut(id));
                     }
                     if std::mem::take(&mut self.parse_again) {
                         self.process_input()?;
@@ -585,6 +597,7 @@ impl Driver<'_> {
                 }
             }
             Outgoing::StderrUsed { id } => self.conn.note_stderr(id),
+            Outgoing::Abort { id } => self.cut = Some(id),
             Outgoing::End { id, app_status } => {
                 if let Some(i) = self.active.iter().position(|a| a.id == id) {
                     self.active.swap_remove(i);

@@ -33,6 +33,12 @@ impl Shared {
     pub(crate) const ABORTED: u8 = 1;
     pub(crate) const CLOSED: u8 = 2;
     pub(crate) const STDIN_DONE: u8 = 4;
+    /// The handler wrote (or tried to write) response bytes: a timeout can no longer answer.
+    const RESPONDED: u8 = 8;
+    /// Ended by its [`Expiry`]: the handler's later output is dropped, its end not sent.
+    const TIMED_OUT: u8 = 16;
+    /// The handler ended the request: its [`Expiry`] must send nothing.
+    const ENDED: u8 = 32;
 
     pub(crate) fn set(&self, flag: u8) {
         self.flags.fetch_or(flag, Ordering::Release);
@@ -42,6 +48,8 @@ impl Shared {
         self.flags.load(Ordering::Acquire)
     }
 
+    /// The web server no longer wants this request's output. (A timed-out request's output
+    /// is the timeout's answer: it is stopped at its source, `Response`.)
     pub(crate) fn is_failed(&self) -> bool {
         self.get() & (Self::ABORTED | Self::CLOSED) != 0
     }
@@ -52,9 +60,16 @@ impl Shared {
             Some(Failure::Aborted)
         } else if f & Self::CLOSED != 0 {
             Some(Failure::ConnectionClosed)
+        } else if f & Self::TIMED_OUT != 0 {
+            Some(Failure::TimedOut)
         } else {
             None
         }
+    }
+
+    /// Marks `flag`; the flags as they were.
+    fn mark(&self, flag: u8) -> u8 {
+        self.flags.fetch_or(flag, Ordering::AcqRel)
     }
 }
 
@@ -67,6 +82,10 @@ pub enum Failure {
     /// The connection to the web server is gone.
     #[error("the connection to the web server closed")]
     ConnectionClosed,
+    /// The request ran past its time limit and was ended without the handler
+    /// ([`Expiry::expire`]).
+    #[error("the request ran past its time limit and was ended")]
+    TimedOut,
 }
 
 pub type BodyError = Failure;
@@ -111,6 +130,77 @@ pub(crate) enum Outgoing {
         id: u16,
         app_status: u32,
     },
+    /// A timed-out request whose response had begun: close the connection, so that the web
+    /// server sees the response cut short rather than complete.
+    Abort {
+        id: u16,
+    },
+}
+
+/// A handle on a request that its handler does not own: ends it from outside when it runs
+/// too long ([`Response::expiry`]).
+#[derive(Debug, Clone)]
+pub struct Expiry {
+    id: u16,
+    tx: mpsc::UnboundedSender<Outgoing>,
+    shared: Arc<Shared>,
+    inline: bool,
+}
+
+/// What [`Expiry::expire`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// Nothing had been written: the client got the page given.
+    Answered,
+    /// The response had begun: the connection is closed, the response cut short.
+    Cut,
+    /// The handler ended the request first, or it was expired already: nothing done.
+    Over,
+    /// The request runs inline on its connection's thread, which the handler holds: nothing
+    /// can be sent until it returns.
+    Inline,
+}
+
+impl Expiry {
+    /// Ends the request now, whatever its handler is doing: `page` (a whole CGI response,
+    /// headers and body) is its response if nothing was written yet; otherwise the connection
+    /// closes. The handler's later writes fail with [`Failure::TimedOut`] and its end is not
+    /// sent.
+    pub fn expire(&self, page: Bytes) -> Expired {
+        if self.inline {
+            return Expired::Inline;
+        }
+        let mut flags = self.shared.get();
+        loop {
+            if flags & (Shared::ENDED | Shared::TIMED_OUT) != 0 {
+                return Expired::Over;
+            }
+            let answer = flags & Shared::RESPONDED == 0;
+            let new = flags | Shared::TIMED_OUT | Shared::RESPONDED;
+            match self.shared.flags.compare_exchange(
+                flags,
+                new,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) if answer => {
+                    let id = self.id;
+                    let _ = self.tx.send(Outgoing::Stdout {
+                        id,
+                        data: page,
+                        permits: 0,
+                    });
+                    let _ = self.tx.send(Outgoing::End { id, app_status: 1 });
+                    return Expired::Answered;
+                }
+                Ok(_) => {
+                    let _ = self.tx.send(Outgoing::Abort { id: self.id });
+                    return Expired::Cut;
+                }
+                Err(now) => flags = now,
+            }
+        }
+    }
 }
 
 /// One FastCGI request, handed to [`Handler::handle`](crate::Handler::handle) once its params
@@ -139,6 +229,11 @@ impl Request {
     pub fn params(&self) -> &Params {
         &self.params
     }
+    /// A handle that can end this request from another thread ([`Response::expiry`]).
+    pub fn expiry(&self) -> Expiry {
+        self.response.expiry()
+    }
+
     /// The web server aborted the request, or its connection is gone: there is no one to answer.
     pub fn is_aborted(&self) -> bool {
         self.response.is_aborted()
@@ -324,6 +419,7 @@ impl Response {
             stdout: Vec::new(),
             stderr: Vec::new(),
             app_status: None,
+            cut: false,
         };
         (response, capture)
     }
@@ -332,8 +428,27 @@ impl Response {
         self.id
     }
 
+    /// A handle that can end this request from another thread when it runs too long.
+    pub fn expiry(&self) -> Expiry {
+        Expiry {
+            id: self.id,
+            tx: self.tx.clone(),
+            shared: self.shared.clone(),
+            inline: self.lent.is_some(),
+        }
+    }
+
     pub fn is_aborted(&self) -> bool {
         self.shared.failure().is_some() || self.tx.is_closed()
+    }
+
+    /// Before response bytes go out: from here on a timeout cannot answer in their place;
+    /// fails if one already has.
+    fn claim(&self, stderr: bool) -> Result<(), Failure> {
+        if !stderr && self.shared.mark(Shared::RESPONDED) & Shared::TIMED_OUT != 0 {
+            return Err(Failure::TimedOut);
+        }
+        Ok(())
     }
 
     fn check(&self) -> Result<(), Failure> {
@@ -365,6 +480,7 @@ impl Response {
         if data.is_empty() {
             return Ok(());
         }
+        self.claim(stderr)?;
         // An inline request's write waits for the transport right here (its thread may block).
         let data = match self.try_lent(stderr, data, true) {
             Ok(None) => return Ok(()),
@@ -385,6 +501,7 @@ impl Response {
         if data.is_empty() {
             return Ok(());
         }
+        self.claim(stderr).map_err(TryWriteError::Failed)?;
         let Some(data) = self.try_lent(stderr, data, false)? else {
             return Ok(());
         };
@@ -443,7 +560,7 @@ impl Response {
             return;
         }
         self.finished = true;
-        if !last.is_empty() && self.check().is_ok() {
+        if !last.is_empty() && self.check().is_ok() && self.claim(false).is_ok() {
             let queued = match &self.lent {
                 Some(lent) => lent.hold_last(self.id, last).err(),
                 None => Some(last),
@@ -460,6 +577,10 @@ impl Response {
                 };
                 let _ = self.send(false, data, permits);
             }
+        }
+        if self.shared.mark(Shared::ENDED) & Shared::TIMED_OUT != 0 {
+            // Its expiry ended it (and answered, or closed the connection).
+            return;
         }
         let _ = self.tx.send(Outgoing::End {
             id: self.id,
@@ -481,9 +602,16 @@ pub struct ResponseCapture {
     stdout: Vec<u8>,
     stderr: Vec<u8>,
     app_status: Option<u32>,
+    cut: bool,
 }
 
 impl ResponseCapture {
+    /// Whether an [`Expiry`] closed the connection to cut the response short.
+    pub fn was_cut(&mut self) -> bool {
+        self.drain();
+        self.cut
+    }
+
     fn drain(&mut self) {
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
@@ -491,6 +619,7 @@ impl ResponseCapture {
                 Outgoing::Stderr { data, .. } => self.stderr.extend_from_slice(&data),
                 Outgoing::StderrUsed { .. } => {}
                 Outgoing::End { app_status, .. } => self.app_status = Some(app_status),
+                Outgoing::Abort { .. } => self.cut = true,
             }
         }
     }
@@ -547,6 +676,49 @@ fn block_on<F: Future>(future: F) -> F::Output {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_expiry_answers_in_place_of_a_silent_handler_and_silences_it() {
+        let (mut response, mut capture) = Response::for_test(1);
+        let expiry = response.expiry();
+        assert_eq!(
+            expiry.expire(Bytes::from_static(b"Status: 504\r\n\r\n")),
+            Expired::Answered
+        );
+        assert_eq!(capture.stdout(), b"Status: 504\r\n\r\n");
+        assert_eq!(capture.app_status(), Some(1));
+        // The handler, still running, learns it is over; its end is not sent twice.
+        assert_eq!(
+            response.try_write(Bytes::from_static(b"late")),
+            Err(TryWriteError::Failed(Failure::TimedOut))
+        );
+        capture.clear();
+        response.finish_with(Bytes::from_static(b"late"), 0);
+        assert_eq!(capture.stdout(), b"");
+        assert_eq!(capture.app_status(), None);
+        assert_eq!(expiry.expire(Bytes::new()), Expired::Over);
+    }
+
+    #[test]
+    fn an_expiry_cuts_a_response_that_began_and_leaves_an_ended_one_alone() {
+        let (mut response, mut capture) = Response::for_test(1);
+        response
+            .try_write(Bytes::from_static(b"Status: 200\r\n\r\npart"))
+            .unwrap();
+        assert_eq!(response.expiry().expire(Bytes::new()), Expired::Cut);
+        assert!(capture.was_cut());
+        assert_eq!(
+            response.try_write(Bytes::from_static(b"more")),
+            Err(TryWriteError::Failed(Failure::TimedOut))
+        );
+
+        let (response, mut capture) = Response::for_test(2);
+        let expiry = response.expiry();
+        response.finish_with(Bytes::from_static(b"whole"), 0);
+        assert_eq!(expiry.expire(Bytes::from_static(b"504")), Expired::Over);
+        assert_eq!(capture.stdout(), b"whole");
+        assert!(!capture.was_cut());
+    }
 
     #[test]
     fn full_body_yields_its_data_then_ends() {

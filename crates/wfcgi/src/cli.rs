@@ -312,6 +312,8 @@ mod tests {
             "50",
             "--max-rss-bytes",
             "512M",
+            "--request-timeout-secs",
+            "45",
             "serve",
             "--processes",
             "2",
@@ -353,6 +355,10 @@ mod tests {
         assert_eq!(resolved.server.max_params_bytes, 128 * 1024);
         assert_eq!(resolved.server.params_timeout.as_secs(), 9);
         assert_eq!(resolved.server.idle_timeout.map(|t| t.as_secs()), Some(60));
+        assert_eq!(
+            resolved.bridge.request_timeout.map(|t| t.as_secs()),
+            Some(45)
+        );
         assert_eq!(resolved.listen.len(), 2);
         assert!(!resolved.listen_is_default());
         assert_eq!(resolved.socket_mode, Some(0o600));

@@ -66,6 +66,11 @@ fn runtime_threads() -> usize {
 }
 
 fn main() -> ExitCode {
+    // SIGUSR1 asks for the running requests' stacks; until its handler is installed (once
+    // serving), it is ignored rather than fatal: the supervisor passes it to workers that
+    // may still be loading the app.
+    #[cfg(unix)]
+    signals::ignore_sigusr1_for_now();
     // First, while this is the only thread: a worker's inherited descriptors and its
     // variable, which the app must not see.
     #[cfg(unix)]
@@ -279,6 +284,7 @@ async fn serve_bridge(
     bridge: Arc<wsgi::Bridge>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(fastcgi::ServeOutcome, bool), String> {
+    signals::log_stacks_on_sigusr1(bridge.clone());
     let outcome = server
         .serve(listeners, stop)
         .await

@@ -146,3 +146,33 @@ mod iis_shutdown_event {
         Some(rx)
     }
 }
+
+/// On SIGUSR1, logs every running request with its Python stack (Unix; a no-op elsewhere).
+/// Runs for the life of the runtime it is spawned on.
+pub(crate) fn log_stacks_on_sigusr1(bridge: std::sync::Arc<wsgi::Bridge>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+            warn!("cannot install the SIGUSR1 handler: stacks cannot be asked for");
+            return;
+        };
+        tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                let bridge = bridge.clone();
+                // Reading stacks waits for the GIL: off the runtime.
+                let _ = tokio::task::spawn_blocking(move || bridge.log_running_stacks()).await;
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = bridge;
+}
+
+/// SIGUSR1's default action ends the process; ignored until `log_stacks_on_sigusr1` installs
+/// its handler (which replaces this, so processes started later get the default back).
+#[cfg(unix)]
+pub(crate) fn ignore_sigusr1_for_now() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
+    unsafe { libc::signal(libc::SIGUSR1, libc::SIG_IGN) };
+}

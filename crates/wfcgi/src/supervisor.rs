@@ -101,6 +101,9 @@ pub(crate) fn run(settings: &Settings, processes: usize) -> Result<u8, String> {
         tokio::pin!(shutdown);
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
+        let mut usr1 =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+                .map_err(|e| format!("cannot install the SIGUSR1 handler: {e}"))?;
         loop {
             s.start_missing();
             if s.stopping.is_some() && s.workers.is_empty() {
@@ -108,10 +111,15 @@ pub(crate) fn run(settings: &Settings, processes: usize) -> Result<u8, String> {
             }
             let retry_at = s.next_retry();
             let kill_at = s.stopping.as_ref().map(|st| st.kill_at);
+            let overdue_at = s.workers.values().filter_map(|w| w.kill_at).min();
             tokio::select! {
                 Some(event) = inbox.recv() => s.on_event(event),
                 () = &mut shutdown, if s.stopping.is_none() => s.stop(0),
                 Some(()) = hangup.recv() => s.reload("SIGHUP"),
+                Some(()) = usr1.recv() => s.ask_for_stacks(),
+                () = sleep_until(overdue_at.unwrap_or_else(far_future).into()), if overdue_at.is_some() => {
+                    s.kill_overdue();
+                }
                 () = sleep_until(retry_at.unwrap_or_else(far_future).into()), if retry_at.is_some() => {}
                 () = sleep_until(kill_at.unwrap_or_else(far_future).into()), if kill_at.is_some() => {
                     s.kill_remaining();
@@ -198,6 +206,8 @@ struct Worker {
     handover: Arc<Channel>,
     /// Connections it handed over, for the log.
     handed: u32,
+    /// Told to drain: killed if still running at this time (a request stuck for ever).
+    kill_at: Option<Instant>,
 }
 
 /// A reload in progress: new workers loading, the old ones serving until all are ready.
@@ -331,6 +341,7 @@ impl Supervisor {
                 control,
                 handover,
                 handed: 0,
+                kill_at: None,
             },
         );
         Ok(id)
@@ -456,6 +467,7 @@ impl Supervisor {
             return;
         }
         w.role = Role::Draining;
+        w.kill_at = Some(Instant::now() + self.grace + EXIT_MARGIN);
         info!("worker {} is draining", w.pid);
         // Six bytes into an empty socket buffer: written at once, or the worker is gone (its
         // exit is on its way) or stuck; a signal asks it too.
@@ -641,6 +653,35 @@ impl Supervisor {
         info!(workers = ids.len(), grace = ?self.grace, "stopping: every worker finishes the requests it has");
         for id in ids {
             self.drain(id, false);
+        }
+    }
+
+    /// Draining workers still running past the shutdown grace (and a margin) are killed: a
+    /// request stuck in Python for ever holds its worker, and only ending it frees the memory.
+    fn kill_overdue(&mut self) {
+        let now = Instant::now();
+        for w in self.workers.values_mut() {
+            if w.kill_at.is_some_and(|at| at <= now) {
+                w.kill_at = None;
+                warn!(
+                    "worker {} is still running {} s after it was told to drain (WFCGI_SHUTDOWN_GRACE_SECS plus {} s): killing it",
+                    w.pid,
+                    (self.grace + EXIT_MARGIN).as_secs(),
+                    EXIT_MARGIN.as_secs()
+                );
+                signal(w.pid, libc::SIGKILL);
+            }
+        }
+    }
+
+    /// SIGUSR1: every worker logs the stacks of the requests it is running.
+    fn ask_for_stacks(&self) {
+        info!(
+            "SIGUSR1: asking {} worker(s) for the stacks of their running requests",
+            self.workers.len()
+        );
+        for w in self.workers.values() {
+            signal(w.pid, libc::SIGUSR1);
         }
     }
 

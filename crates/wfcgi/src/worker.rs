@@ -169,6 +169,14 @@ pub(crate) fn run(
             &settings.workers,
             notes.clone(),
         ));
+        // A stuck Python thread cannot be stopped: a fresh worker takes new work, and this one
+        // is ended after the shutdown grace if the thread never returns.
+        let retiring = Arc::downgrade(&handler);
+        bridge.on_request_timeout(Box::new(move |why| {
+            if let Some(handler) = retiring.upgrade() {
+                handler.retire(why.to_owned());
+            }
+        }));
         if let Some(limit) = settings.workers.max_rss_bytes {
             tokio::spawn(watch_memory(limit, handler.clone()));
         }

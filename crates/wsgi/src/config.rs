@@ -78,6 +78,9 @@ pub struct BridgeConfig {
     pub multiprocess: bool,
     /// Run during shutdown of the pool: how long to wait for running requests.
     pub shutdown_grace: Duration,
+    /// A request running longer is logged with its Python stack and answered 504 (or its
+    /// connection closed, if its response had begun). `None`: no limit (the default).
+    pub request_timeout: Option<Duration>,
 }
 
 impl BridgeConfig {
@@ -97,6 +100,7 @@ impl BridgeConfig {
             allow_path_info_for_script_mappings: false,
             multiprocess: false,
             shutdown_grace: Duration::from_secs(30),
+            request_timeout: None,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! thread (`pool`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 use pyo3::sync::{MutexExt, PyOnceLock};
@@ -14,6 +14,7 @@ use crate::environ::{EnvironOptions, EnvironTemplate};
 use crate::input::{Input, InputLimits};
 use crate::loader::{self, LoadError};
 use crate::response::{self, error_page, Outcome, StartResponse};
+use crate::watchdog::Running;
 use crate::{format_exception, stdio};
 use fastcgi::{Body, Params, Response};
 
@@ -28,6 +29,8 @@ pub(crate) struct Shared {
     /// Incremented per load attempt, so that requests that waited for a failing attempt share
     /// its error instead of each trying again.
     load_attempts: AtomicU64,
+    /// The requests being run, for the request timeout and SIGUSR1's stacks.
+    pub(crate) running: Arc<Running>,
 }
 
 impl Shared {
@@ -53,6 +56,7 @@ impl Shared {
             app: PyOnceLock::new(),
             load_lock: Mutex::new(None),
             load_attempts: AtomicU64::new(0),
+            running: Arc::new(Running::default()),
         })
     }
 

@@ -36,6 +36,7 @@ pub mod response;
 pub mod stdio;
 #[cfg(test)]
 mod testing;
+pub mod watchdog;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -171,8 +172,24 @@ impl Bridge {
         })
         .map_err(|err| StartError::Python(Python::attach(|py| format_exception(py, &err))))?;
         let shared = Arc::new(shared);
+        if let Some(limit) = shared.config.request_timeout {
+            shared.running.watch(limit).map_err(StartError::Threads)?;
+        }
         let pool = pool::Pool::start(shared.clone()).map_err(StartError::Threads)?;
         Ok(Bridge { shared, pool })
+    }
+
+    /// Called (on the watchdog's thread) with a description each time a request runs past
+    /// the request timeout: its thread cannot be stopped, and the owner may want a fresh
+    /// process. Set once; later calls are ignored.
+    pub fn on_request_timeout(&self, hook: watchdog::TimeoutHook) {
+        self.shared.running.set_hook(hook);
+    }
+
+    /// Logs every running request with the Python stack of the thread running it (SIGUSR1).
+    /// Blocks for up to a few seconds (reading stacks needs the GIL): call off the runtime.
+    pub fn log_running_stacks(&self) {
+        self.shared.running.log_stacks();
     }
 
     /// Stops taking requests, lets queued and running ones finish for up to `grace`, then

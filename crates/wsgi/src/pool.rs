@@ -219,6 +219,7 @@ fn run_one(shared: &Shared, py: Python<'_>, request: Request) {
         response.finish(1);
         return;
     }
+    let _running = shared.running.register(py, &request, request.expiry());
     let (params, body, response) = request.into_parts();
     let run = catch_unwind(AssertUnwindSafe(|| {
         shared.dispatch(py, params, body, response)

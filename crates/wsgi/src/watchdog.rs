@@ -1,0 +1,248 @@
+//! Requests that run too long, and where Python is in each running request.
+//!
+//! Every request being run is in [`Running`] with the Python thread running it. With a
+//! request timeout, a watchdog thread checks them: one past the limit is ended from outside
+//! (`fastcgi::Expiry`: a 504 if nothing was sent, else its connection closed), and the Python
+//! stack of its thread is logged, every frame with file:line and the source line. The thread
+//! itself cannot be stopped; the bridge's owner is told ([`Bridge::on_request_timeout`]), so
+//! that a worker process can be replaced. [`Running::log_stacks`] logs every running
+//! request's stack (SIGUSR1).
+//!
+//! Reading a stack needs the GIL. A thread stuck in native code that holds it would block the
+//! reader for ever, so stacks are read on a helper thread, waited for a few seconds at most.
+//!
+//! [`Bridge::on_request_timeout`]: crate::Bridge::on_request_timeout
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+
+use crate::response::error_page;
+
+/// How often the watchdog looks (a timeout fires up to this late).
+const CHECK_EVERY: Duration = Duration::from_millis(200);
+/// The longest wait for the GIL to read stacks.
+const STACK_WAIT: Duration = Duration::from_secs(3);
+
+/// A request being run.
+struct Entry {
+    /// `threading.get_ident()` of the thread running it.
+    thread: u64,
+    started: Instant,
+    /// `GET /path?query`, for the log.
+    what: String,
+    expiry: fastcgi::Expiry,
+    expired: bool,
+}
+
+/// What the timeout hook is told.
+pub type TimeoutHook = Box<dyn Fn(&str) + Send + Sync>;
+
+#[derive(Default)]
+pub(crate) struct Running {
+    entries: Mutex<HashMap<u64, Entry>>,
+    next: AtomicU64,
+    hook: OnceLock<TimeoutHook>,
+}
+
+/// Takes its request out of [`Running`] when the request's run ends, however it ends.
+pub(crate) struct Registered<'a> {
+    running: &'a Running,
+    key: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.running.lock().remove(&self.key);
+    }
+}
+
+impl Running {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes that the calling thread (attached: `py`) runs `request`, until the guard drops.
+    pub(crate) fn register<'a>(
+        &'a self,
+        py: Python<'_>,
+        request: &fastcgi::Request,
+        expiry: fastcgi::Expiry,
+    ) -> Registered<'a> {
+        let params = request.params();
+        // Borrowed until the one allocation of `what` (this is on every request's path).
+        let text = |name: &[u8]| String::from_utf8_lossy(params.get(name).unwrap_or(b""));
+        let mut path = text(b"REQUEST_URI");
+        if path.is_empty() {
+            path = text(b"PATH_INFO");
+        }
+        let key = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let entry = Entry {
+            thread: thread_ident(py),
+            started: Instant::now(),
+            what: format!("{} {path}", text(b"REQUEST_METHOD")),
+            expiry,
+            expired: false,
+        };
+        self.lock().insert(key, entry);
+        Registered { running: self, key }
+    }
+
+    pub(crate) fn set_hook(&self, hook: TimeoutHook) {
+        let _ = self.hook.set(hook);
+    }
+
+    /// Starts the thread that ends requests running longer than `limit`.
+    pub(crate) fn watch(self: &Arc<Self>, limit: Duration) -> std::io::Result<()> {
+        let running = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("wfcgi-watchdog".into())
+            .spawn(move || loop {
+                std::thread::sleep(CHECK_EVERY);
+                let Some(running) = running.upgrade() else {
+                    return;
+                };
+                running.expire_older_than(limit);
+            })
+            .map(drop)
+    }
+
+    fn expire_older_than(&self, limit: Duration) {
+        let now = Instant::now();
+        let due: Vec<(u64, u64, String, Duration, fastcgi::Expiry)> = self
+            .lock()
+            .iter_mut()
+            .filter(|(_, e)| !e.expired && now.duration_since(e.started) >= limit)
+            .map(|(key, e)| {
+                e.expired = true;
+                let age = now.duration_since(e.started);
+                (*key, e.thread, e.what.clone(), age, e.expiry.clone())
+            })
+            .collect();
+        for (key, thread, what, age, expiry) in due {
+            let page = error_page(
+                "504 Gateway Timeout",
+                "504 Gateway Timeout\n\nThe application did not answer in time.\n",
+            );
+            let answered = match expiry.expire(page) {
+                fastcgi::Expired::Answered => "the client got 504 Gateway Timeout",
+                fastcgi::Expired::Cut => {
+                    "its response had begun: the connection was closed to cut it short"
+                }
+                fastcgi::Expired::Over => continue,
+                fastcgi::Expired::Inline => {
+                    "it runs on the connection's own thread: nothing can be sent until it returns"
+                }
+            };
+            let stack = stacks(&[thread]).remove(&thread).unwrap_or_else(|| {
+                "(not available: the thread holds the GIL in native code, or has just finished)"
+                    .into()
+            });
+            tracing::error!(
+                request = key,
+                "request {key} ({what}) timed out after {:.1} s (WFCGI_REQUEST_TIMEOUT_SECS is {}): {answered}. \
+                 The thread running it cannot be stopped and goes on. Its Python stack, most recent call last:\n{stack}",
+                age.as_secs_f64(),
+                limit.as_secs()
+            );
+            if let Some(hook) = self.hook.get() {
+                hook(&format!(
+                    "request {key} ({what}) ran past WFCGI_REQUEST_TIMEOUT_SECS"
+                ));
+            }
+        }
+    }
+
+    /// Logs every running request with its Python stack, stopping nothing.
+    pub(crate) fn log_stacks(&self) {
+        let now = Instant::now();
+        let mut running: Vec<(u64, u64, String, Duration)> = self
+            .lock()
+            .iter()
+            .map(|(key, e)| {
+                (
+                    *key,
+                    e.thread,
+                    e.what.clone(),
+                    now.duration_since(e.started),
+                )
+            })
+            .collect();
+        running.sort_by_key(|r| r.0);
+        if running.is_empty() {
+            tracing::info!("stacks (SIGUSR1): no request is running");
+            return;
+        }
+        let threads: Vec<u64> = running.iter().map(|r| r.1).collect();
+        let mut found = stacks(&threads);
+        tracing::info!("stacks (SIGUSR1): {} request(s) running", running.len());
+        for (key, thread, what, age) in running {
+            let stack = found.remove(&thread).unwrap_or_else(|| {
+                "(not available: the thread holds the GIL in native code, or has just finished)"
+                    .into()
+            });
+            tracing::info!(
+                request = key,
+                "request {key} ({what}), running for {:.1} s; its Python stack, most recent call last:\n{stack}",
+                age.as_secs_f64()
+            );
+        }
+    }
+}
+
+/// `threading.get_ident()` of the calling thread, asked once per thread.
+fn thread_ident(py: Python<'_>) -> u64 {
+    thread_local! {
+        static IDENT: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+    }
+    IDENT.with(|ident| {
+        if let Some(id) = ident.get() {
+            return id;
+        }
+        let id = py
+            .import("threading")
+            .and_then(|t| t.call_method0("get_ident"))
+            .and_then(|id| id.extract::<u64>())
+            .unwrap_or(0);
+        ident.set(Some(id));
+        id
+    })
+}
+
+/// The formatted Python stacks of `threads`, read with the GIL on a helper thread that is
+/// waited for at most [`STACK_WAIT`] (left behind if the GIL does not come).
+fn stacks(threads: &[u64]) -> HashMap<u64, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wanted = threads.to_vec();
+    let spawned = std::thread::Builder::new()
+        .name("wfcgi-stacks".into())
+        .spawn(move || {
+            let found = Python::attach(|py| read_stacks(py, &wanted)).unwrap_or_default();
+            let _ = tx.send(found);
+        });
+    if spawned.is_err() {
+        return HashMap::new();
+    }
+    rx.recv_timeout(STACK_WAIT).unwrap_or_default()
+}
+
+fn read_stacks(py: Python<'_>, threads: &[u64]) -> PyResult<HashMap<u64, String>> {
+    let frames = py.import("sys")?.call_method0("_current_frames")?;
+    let traceback = py.import("traceback")?;
+    let mut found = HashMap::new();
+    for &thread in threads {
+        let Ok(frame) = frames.get_item(thread) else {
+            continue;
+        };
+        let lines = traceback.call_method1("format_stack", (frame,))?;
+        let text: String = lines
+            .try_iter()?
+            .map(|l| l.and_then(|l| l.extract::<String>()))
+            .collect::<PyResult<_>>()?;
+        found.insert(thread, text.trim_end().to_owned());
+    }
+    Ok(found)
+}
