@@ -23,7 +23,7 @@ use crate::connection::{Connection, Event, Refusal, RequestHead};
 use crate::listener::Peer;
 use crate::output::{Lent, OutBuf};
 use crate::protocol::{ProtocolError, Record, RecordType};
-use crate::request::{Body, Outgoing, Request, Response, Shared};
+use crate::request::{Body, Cut, Outgoing, Request, Response, Shared};
 use crate::server::Context;
 use crate::transport::Writer;
 
@@ -104,8 +104,9 @@ struct Driver<'a> {
     writer: Option<Writer>,
     /// Draining, and the connection is to be handed over (`HandOver`) once idle.
     hand_over: bool,
-    /// A request timed out after its response began: the connection closes, cutting it short.
-    cut: Option<u16>,
+    /// A request timed out after its response began, or its body stopped arriving: the
+    /// connection closes.
+    cut: Option<(u16, Cut)>,
 }
 
 /// How the driver let go of a connection that did not fail.
@@ -171,10 +172,15 @@ where
             DriveError::Truncated => {
                 debug!(%peer, "peer closed the connection in the middle of a record")
             }
-            DriveError::Cut(id) => warn!(
+            DriveError::Cut(id, Cut::RequestTimeout) => warn!(
                 %peer,
                 request = id,
                 "closing FastCGI connection: a request ran past its time limit after its response had begun, so the response is cut short"
+            ),
+            DriveError::Cut(id, Cut::BodyTimeout) => warn!(
+                %peer,
+                request = id,
+                "closing FastCGI connection: a request's body stopped arriving (WFCGI_BODY_TIMEOUT_SECS)"
             ),
         }
     }
@@ -198,7 +204,7 @@ enum DriveError {
     Io(io::Error),
     ParamsTimeout,
     Truncated,
-    Cut(u16),
+    Cut(u16, Cut),
 }
 
 impl From<ProtocolError> for DriveError {
@@ -285,8 +291,8 @@ impl Driver<'_> {
                             Err(_) => break,
                         }
                     }
-                    if let Some(id) = self.cut {
-                        return Err(DriveError::Cut(id));
+                    if let Some((id, why)) = self.cut {
+                        return Err(DriveError::Cut(id, why));
                     }
                     if std::mem::take(&mut self.parse_again) {
                         self.process_input()?;
@@ -597,7 +603,7 @@ impl Driver<'_> {
                 }
             }
             Outgoing::StderrUsed { id } => self.conn.note_stderr(id),
-            Outgoing::Abort { id } => self.cut = Some(id),
+            Outgoing::Abort { id, why } => self.cut = Some((id, why)),
             Outgoing::End { id, app_status } => {
                 if let Some(i) = self.active.iter().position(|a| a.id == id) {
                     self.active.swap_remove(i);

@@ -33,7 +33,7 @@ pub use listener::{BindError, BindOptions, ListenAddr, Listener, Peer, Stream};
 pub use params::Params;
 pub use protocol::{ProtocolError, ProtocolStatus, Record, RecordType, Role};
 pub use request::{
-    Body, BodyError, Expired, Expiry, Failure, Request, Response, ResponseCapture, TryChunkError,
-    TryWriteError, WriteError,
+    Body, BodyError, Cut, Expired, Expiry, Failure, Request, Response, ResponseCapture,
+    TryChunkError, TryWriteError, WriteError,
 };
 pub use server::{HandOver, Handler, ServeOutcome, Server, ServerConfig};

@@ -15,6 +15,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore, TryAcquireError};
@@ -86,6 +87,9 @@ pub enum Failure {
     /// ([`Expiry::expire`]).
     #[error("the request ran past its time limit and was ended")]
     TimedOut,
+    /// No body arrived before the deadline of a read ([`Body::blocking_chunk_until`]).
+    #[error("the request body stopped arriving")]
+    BodyTimedOut,
 }
 
 pub type BodyError = Failure;
@@ -130,11 +134,21 @@ pub(crate) enum Outgoing {
         id: u16,
         app_status: u32,
     },
-    /// A timed-out request whose response had begun: close the connection, so that the web
-    /// server sees the response cut short rather than complete.
+    /// Close the connection: a timed-out request whose response had begun (the web server
+    /// then sees the response cut short rather than complete), or a body that stopped arriving.
     Abort {
         id: u16,
+        why: Cut,
     },
+}
+
+/// Why a request's connection is closed from outside its handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// It ran past its time limit after its response had begun.
+    RequestTimeout,
+    /// Its body stopped arriving.
+    BodyTimeout,
 }
 
 /// A handle on a request that its handler does not own: ends it from outside when it runs
@@ -194,12 +208,30 @@ impl Expiry {
                     return Expired::Answered;
                 }
                 Ok(_) => {
-                    let _ = self.tx.send(Outgoing::Abort { id: self.id });
+                    let _ = self.tx.send(Outgoing::Abort {
+                        id: self.id,
+                        why: Cut::RequestTimeout,
+                    });
                     return Expired::Cut;
                 }
                 Err(now) => flags = now,
             }
         }
+    }
+
+    /// Closes the request's connection because its body stopped arriving, unless it has
+    /// ended. The handler's later writes fail (there is no one to read them).
+    pub fn cut_for_body(&self) {
+        if self.inline {
+            return;
+        }
+        if self.shared.mark(Shared::TIMED_OUT) & (Shared::ENDED | Shared::TIMED_OUT) != 0 {
+            return;
+        }
+        let _ = self.tx.send(Outgoing::Abort {
+            id: self.id,
+            why: Cut::BodyTimeout,
+        });
     }
 }
 
@@ -303,6 +335,12 @@ impl Body {
     /// [`Body::chunk`] from a thread that is not running an async runtime.
     pub fn blocking_chunk(&mut self) -> Result<Option<Bytes>, BodyError> {
         block_on(self.chunk())
+    }
+
+    /// [`Body::blocking_chunk`], waiting no later than `deadline`: past it,
+    /// `Failure::BodyTimedOut` (the body may still arrive; a later call may get it).
+    pub fn blocking_chunk_until(&mut self, deadline: Instant) -> Result<Option<Bytes>, BodyError> {
+        block_on_until(self.chunk(), Some(deadline)).unwrap_or(Err(Failure::BodyTimedOut))
     }
 
     /// The next piece if one is here already; `TryChunkError::Empty` if it would have to wait.
@@ -652,7 +690,16 @@ impl ResponseCapture {
 
 /// Runs a future to completion on the current thread, parking it while the future waits.
 /// For the `blocking_` methods, which plain threads call; tokio's sync primitives wake any waker.
+/// Runs `future` on this thread to its end.
 fn block_on<F: Future>(future: F) -> F::Output {
+    match block_on_until(future, None) {
+        Some(out) => out,
+        None => unreachable!("without a deadline, block_on_until waits for the end"),
+    }
+}
+
+/// Runs `future` on this thread to its end, or until `deadline` (`None` then).
+fn block_on_until<F: Future>(future: F, deadline: Option<Instant>) -> Option<F::Output> {
     struct ThreadWaker(std::thread::Thread);
     impl Wake for ThreadWaker {
         fn wake(self: Arc<Self>) {
@@ -667,8 +714,17 @@ fn block_on<F: Future>(future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
     loop {
         match future.as_mut().poll(&mut cx) {
-            Poll::Ready(out) => return out,
-            Poll::Pending => std::thread::park(),
+            Poll::Ready(out) => return Some(out),
+            Poll::Pending => match deadline {
+                None => std::thread::park(),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    std::thread::park_timeout(left);
+                }
+            },
         }
     }
 }

@@ -314,6 +314,8 @@ mod tests {
             "512M",
             "--request-timeout-secs",
             "45",
+            "--body-timeout-secs",
+            "7",
             "serve",
             "--processes",
             "2",
@@ -359,6 +361,7 @@ mod tests {
             resolved.bridge.request_timeout.map(|t| t.as_secs()),
             Some(45)
         );
+        assert_eq!(resolved.bridge.body_timeout.map(|t| t.as_secs()), Some(7));
         assert_eq!(resolved.listen.len(), 2);
         assert!(!resolved.listen_is_default());
         assert_eq!(resolved.socket_mode, Some(0o600));

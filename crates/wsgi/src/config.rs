@@ -81,6 +81,9 @@ pub struct BridgeConfig {
     /// A request running longer is logged with its Python stack and answered 504 (or its
     /// connection closed, if its response had begun). `None`: no limit (the default).
     pub request_timeout: Option<Duration>,
+    /// The longest one `wsgi.input` read waits for the body it asked for; past it the read
+    /// raises `TimeoutError` and the connection is closed. Default 60 s; `None`: no limit.
+    pub body_timeout: Option<Duration>,
 }
 
 impl BridgeConfig {
@@ -101,6 +104,7 @@ impl BridgeConfig {
             multiprocess: false,
             shutdown_grace: Duration::from_secs(30),
             request_timeout: None,
+            body_timeout: Some(Duration::from_secs(60)),
         }
     }
 }

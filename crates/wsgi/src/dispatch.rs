@@ -48,6 +48,7 @@ impl Shared {
         let limits = InputLimits {
             spool_threshold: config.spool_threshold,
             max_body_bytes: config.max_body_bytes,
+            body_timeout: config.body_timeout,
         };
         Ok(Shared {
             config,
@@ -131,15 +132,15 @@ impl Shared {
                 return;
             }
         }
-        let prepared =
-            Bound::new(py, Input::new(body, content_length, self.limits)).and_then(|input| {
-                let environ = self.template.build(py, params.iter(), input.as_any())?;
-                Ok((
-                    input,
-                    environ,
-                    Bound::new(py, StartResponse::new(response))?,
-                ))
-            });
+        let input = Input::new(body, response.expiry(), content_length, self.limits);
+        let prepared = Bound::new(py, input).and_then(|input| {
+            let environ = self.template.build(py, params.iter(), input.as_any())?;
+            Ok((
+                input,
+                environ,
+                Bound::new(py, StartResponse::new(response))?,
+            ))
+        });
         let (input, environ, start) = match prepared {
             Ok(prepared) => prepared,
             Err(err) => {

@@ -11,25 +11,55 @@ use std::io::{Read, Seek, SeekFrom, Write};
 
 use bytes::Bytes;
 use pyo3::create_exception;
-use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use fastcgi::{Body, BodyError, TryChunkError};
+use std::time::{Duration, Instant};
+
+use fastcgi::{Body, BodyError, Expiry, TryChunkError};
 
 /// Where body chunks come from: a request's [`Body`], or (tests) a list of chunks, so that reads
 /// across chunk boundaries can be tested without a connection.
 pub(crate) trait BodySource: Send + Sync {
     fn try_chunk(&mut self) -> Result<Option<Bytes>, TryChunkError>;
-    fn blocking_chunk(&mut self) -> Result<Option<Bytes>, BodyError>;
+    /// Waits for the next chunk, until `deadline` if there is one (then
+    /// `BodyError::BodyTimedOut`).
+    fn blocking_chunk(&mut self, deadline: Option<Instant>) -> Result<Option<Bytes>, BodyError>;
+    /// The body stopped arriving: the connection is to be closed.
+    fn stalled(&mut self) {}
+}
+
+/// A request's body, and the handle that closes its connection when the body stops arriving.
+pub(crate) struct RequestBody {
+    pub(crate) body: Body,
+    pub(crate) expiry: Expiry,
+}
+
+impl BodySource for RequestBody {
+    fn try_chunk(&mut self) -> Result<Option<Bytes>, TryChunkError> {
+        self.body.try_chunk()
+    }
+    fn blocking_chunk(&mut self, deadline: Option<Instant>) -> Result<Option<Bytes>, BodyError> {
+        match deadline {
+            Some(deadline) => self.body.blocking_chunk_until(deadline),
+            None => self.body.blocking_chunk(),
+        }
+    }
+    fn stalled(&mut self) {
+        self.expiry.cut_for_body();
+    }
 }
 
 impl BodySource for Body {
     fn try_chunk(&mut self) -> Result<Option<Bytes>, TryChunkError> {
         Body::try_chunk(self)
     }
-    fn blocking_chunk(&mut self) -> Result<Option<Bytes>, BodyError> {
-        Body::blocking_chunk(self)
+    fn blocking_chunk(&mut self, deadline: Option<Instant>) -> Result<Option<Bytes>, BodyError> {
+        match deadline {
+            Some(deadline) => self.blocking_chunk_until(deadline),
+            None => Body::blocking_chunk(self),
+        }
     }
 }
 
@@ -40,7 +70,7 @@ impl BodySource for Released {
     fn try_chunk(&mut self) -> Result<Option<Bytes>, TryChunkError> {
         Err(TryChunkError::Failed(BodyError::ConnectionClosed))
     }
-    fn blocking_chunk(&mut self) -> Result<Option<Bytes>, BodyError> {
+    fn blocking_chunk(&mut self, _: Option<Instant>) -> Result<Option<Bytes>, BodyError> {
         Err(BodyError::ConnectionClosed)
     }
 }
@@ -63,11 +93,18 @@ create_exception!(
 enum Failure {
     Disconnected(BodyError),
     TooLarge(u64),
+    /// A read waited this long for body that did not come (`body_timeout`).
+    Stalled(Duration),
 }
 
 impl Failure {
     fn to_err(self) -> PyErr {
         match self {
+            Failure::Stalled(limit) => PyTimeoutError::new_err(format!(
+                "the request body stopped arriving: a wsgi.input read waited {} s for it \
+                 (WFCGI_BODY_TIMEOUT_SECS); the connection is closed",
+                limit.as_secs()
+            )),
             Failure::Disconnected(e) => {
                 ClientDisconnected::new_err(format!("request body unavailable: {e:?}"))
             }
@@ -83,6 +120,9 @@ impl Failure {
 pub struct InputLimits {
     pub spool_threshold: usize,
     pub max_body_bytes: Option<u64>,
+    /// The longest one read (`read`, `readline`, a line of iteration) waits for the body it
+    /// asked for; `None`: no limit.
+    pub body_timeout: Option<Duration>,
 }
 
 #[pyclass(module = "wfcgi", name = "Input")]
@@ -98,11 +138,23 @@ pub struct Input {
     ended: bool,
     failure: Option<Failure>,
     limits: InputLimits,
+    /// When the current read call gives up waiting (`body_timeout` from its start).
+    deadline: Option<Instant>,
 }
 
 impl Input {
-    pub fn new(body: Body, content_length: Option<u64>, limits: InputLimits) -> Self {
-        Self::from_source(Box::new(body), content_length, limits)
+    /// The body of the request that `expiry` belongs to.
+    pub fn new(
+        body: Body,
+        expiry: Expiry,
+        content_length: Option<u64>,
+        limits: InputLimits,
+    ) -> Self {
+        Self::from_source(
+            Box::new(RequestBody { body, expiry }),
+            content_length,
+            limits,
+        )
     }
 
     pub(crate) fn from_source(
@@ -118,7 +170,13 @@ impl Input {
             ended: content_length == Some(0),
             failure: None,
             limits,
+            deadline: None,
         }
+    }
+
+    /// A read call begins: its wait for body is limited from now.
+    fn start_call(&mut self) {
+        self.deadline = self.limits.body_timeout.map(|t| Instant::now() + t);
     }
 
     /// Lets go of the request's body once the response is done: an app that keeps `environ`
@@ -149,7 +207,8 @@ impl Input {
             Err(TryChunkError::Failed(e)) => Err(e),
             Err(TryChunkError::Empty) => {
                 let body = &mut *self.body;
-                py.detach(|| body.blocking_chunk())
+                let deadline = self.deadline;
+                py.detach(|| body.blocking_chunk(deadline))
             }
         };
         let chunk = match pulled {
@@ -157,6 +216,12 @@ impl Input {
             Ok(None) => {
                 self.ended = true;
                 return Ok(None);
+            }
+            Err(BodyError::BodyTimedOut) => {
+                let failure = Failure::Stalled(self.limits.body_timeout.unwrap_or_default());
+                self.body.stalled();
+                self.failure = Some(failure);
+                return Err(failure.to_err());
             }
             Err(e) => {
                 self.failure = Some(Failure::Disconnected(e));
@@ -346,6 +411,7 @@ fn size_arg(size: Option<isize>) -> Option<usize> {
 impl Input {
     #[pyo3(signature = (size=None))]
     fn read<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        self.start_call();
         match size_arg(size) {
             None => self.read_all(py),
             Some(n) if n <= self.buffered.len() => {
@@ -365,6 +431,7 @@ impl Input {
         py: Python<'py>,
         size: Option<isize>,
     ) -> PyResult<Bound<'py, PyBytes>> {
+        self.start_call();
         let line = self.readline_bytes(py, size_arg(size))?;
         Ok(PyBytes::new(py, &line))
     }
@@ -375,6 +442,7 @@ impl Input {
         py: Python<'py>,
         hint: Option<isize>,
     ) -> PyResult<Bound<'py, PyList>> {
+        self.start_call();
         let hint = size_arg(hint).filter(|&h| h > 0);
         let lines = PyList::empty(py);
         let mut total = 0;
@@ -397,6 +465,7 @@ impl Input {
     }
 
     fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        self.start_call();
         let line = self.readline_bytes(py, None)?;
         Ok((!line.is_empty()).then(|| PyBytes::new(py, &line)))
     }
@@ -426,19 +495,19 @@ mod tests {
         fn try_chunk(&mut self) -> Result<Option<Bytes>, TryChunkError> {
             Ok(self.0.pop_front())
         }
-        fn blocking_chunk(&mut self) -> Result<Option<Bytes>, BodyError> {
+        fn blocking_chunk(&mut self, _: Option<Instant>) -> Result<Option<Bytes>, BodyError> {
             Ok(self.0.pop_front())
         }
     }
 
     #[test]
     fn full_body_reads_and_release_stops_reading() {
-        let inp = Input::new(Body::full(Bytes::from_static(b"a\nb")), Some(3), LIMITS);
+        let inp = input(&[b"a\nb"], Some(3), LIMITS);
         assert_eq!(
             run(inp, "out = [inp.readline(), inp.read(), inp.read()]"),
             r"[b'a\n', b'b', b'']"
         );
-        let mut inp = Input::new(Body::full(Bytes::from_static(b"abc")), None, LIMITS);
+        let mut inp = input(&[b"abc"], None, LIMITS);
         inp.release();
         assert!(run(inp, "out = inp.read()").contains("ClientDisconnected"));
     }
@@ -446,6 +515,7 @@ mod tests {
     const LIMITS: InputLimits = InputLimits {
         spool_threshold: 8,
         max_body_bytes: None,
+        body_timeout: None,
     };
 
     fn input(chunks: &[&[u8]], content_length: Option<u64>, limits: InputLimits) -> Input {
@@ -547,6 +617,7 @@ mod tests {
         let limits = InputLimits {
             spool_threshold: 4096,
             max_body_bytes: None,
+            body_timeout: None,
         };
         let got = testing::python(|py| {
             let mut inp = input(&refs, None, limits);
@@ -560,6 +631,7 @@ mod tests {
         let limits = InputLimits {
             spool_threshold: 1 << 20,
             max_body_bytes: Some(10),
+            body_timeout: None,
         };
         let got = run(input(BODY, None, limits), "out = inp.read()");
         assert!(got.contains("RequestBodyTooLarge"), "{got}");
@@ -569,6 +641,7 @@ mod tests {
         let exact = InputLimits {
             spool_threshold: 1 << 20,
             max_body_bytes: Some(11),
+            body_timeout: None,
         };
         let code = "out = [inp.read(11)]\ntry:\n    inp.read(1)\nexcept Exception as e:\n    out.append(type(e).__name__)";
         let got = run(input(BODY, None, exact), code);

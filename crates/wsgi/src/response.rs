@@ -554,7 +554,7 @@ fn fail(
 ) -> Outcome {
     let mut this = start.borrow_mut();
     if this.is_gone() || err.is_instance_of::<ClientDisconnected>(py) {
-        tracing::info!("the client went away during the request: {}", err.value(py));
+        tracing::info!("the request ended before the app did (the client went away, or a timeout ended it): {}", err.value(py));
         return Outcome::ClientGone;
     }
     let text = crate::format_exception(py, err);

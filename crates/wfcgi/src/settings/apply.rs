@@ -102,6 +102,12 @@ pub(super) fn request_timeout(value: &Value, r: &mut Resolution<'_>) -> Result<(
     Ok(())
 }
 
+pub(super) fn body_timeout(value: &Value, r: &mut Resolution<'_>) -> Result<(), SettingsError> {
+    let secs = parse_count(value, 0, 86_400, "seconds")?;
+    r.settings.bridge.body_timeout = (secs > 0).then(|| seconds(secs));
+    Ok(())
+}
+
 pub(super) fn processes(value: &Value, r: &mut Resolution<'_>) -> Result<(), SettingsError> {
     r.settings.workers.processes = Some(parse_count_like(
         value,

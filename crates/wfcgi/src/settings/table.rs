@@ -114,6 +114,7 @@ pub(crate) const WFCGI_MAX_BODY_BYTES: &str = "WFCGI_MAX_BODY_BYTES";
 pub(crate) const WFCGI_SPOOL_THRESHOLD_BYTES: &str = "WFCGI_SPOOL_THRESHOLD_BYTES";
 pub(crate) const WFCGI_SHUTDOWN_GRACE_SECS: &str = "WFCGI_SHUTDOWN_GRACE_SECS";
 pub(crate) const WFCGI_REQUEST_TIMEOUT_SECS: &str = "WFCGI_REQUEST_TIMEOUT_SECS";
+pub(crate) const WFCGI_BODY_TIMEOUT_SECS: &str = "WFCGI_BODY_TIMEOUT_SECS";
 pub(crate) const WFCGI_PROCESSES: &str = "WFCGI_PROCESSES";
 pub(crate) const WFCGI_MAX_REQUESTS: &str = "WFCGI_MAX_REQUESTS";
 pub(crate) const WFCGI_MAX_REQUESTS_JITTER: &str = "WFCGI_MAX_REQUESTS_JITTER";
@@ -270,6 +271,15 @@ pub(crate) const SETTINGS: &[Setting] = &[
         doc: "A request still running after this many seconds has the Python stack of the thread running it logged (every frame, file:line and the source line) with its method, path and age. The client gets `504 Gateway Timeout` if nothing of the response was sent yet; otherwise the connection is closed, so the response is seen cut short, not complete. A Python thread cannot be stopped, so under `WFCGI_PROCESSES` its worker is recycled: a fresh one takes new work and the stuck one is ended after `WFCGI_SHUTDOWN_GRACE_SECS`. `0` (the default) sets no limit: what is too long is the app's to say (a report may take minutes). Set it a little below the web server's own timeout (nginx's `fastcgi_read_timeout`, 60 s; IIS's `activityTimeout`, 30 s) so that the log shows where the app hung before the web server gives up. SIGUSR1 logs the stacks of all running requests, with or without this setting.",
         wfastcgi: "New (uWSGI's harakiri, gunicorn's timeout, with the Python stack).",
         apply: Apply::Each(apply::request_timeout),
+    },
+    Setting {
+        name: WFCGI_BODY_TIMEOUT_SECS,
+        flag: flag("--body-timeout-secs", "SECS"),
+        default: Default::Value("60"),
+        help: "the longest one wsgi.input read waits for the body it asked for; past it the read raises TimeoutError and the connection closes (0: no limit)",
+        doc: "The longest one `wsgi.input` read (`read()`, `readline()`, a line of iteration) waits for the body it asked for. Past it the read raises `TimeoutError`, the connection is closed (there is no one to answer: the client stopped sending), and the Python thread is free once the app returns. Measured per read rather than between pieces, so that a client trickling a byte a second cannot hold a thread: a web server that buffers bodies (nginx by default) never comes near it. `60` (the default) is nginx's `client_body_timeout`; `0` sets no limit.",
+        wfastcgi: "New (IIS's `minBytesPerSecond` guards the client side).",
+        apply: Apply::Each(apply::body_timeout),
     },
     Setting {
         name: WFCGI_PROCESSES,

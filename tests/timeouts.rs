@@ -1,8 +1,11 @@
-//! `--request-timeout-secs` and SIGUSR1 against the real binary: a hung request is answered
-//! 504 and its Python stack (the app's file, line and source line) logged; a response that had
-//! begun is cut short; with every thread of a worker hung, a fresh worker serves and the stuck
-//! one is ended after the grace; SIGUSR1 logs the running requests' stacks and stops nothing.
+//! `--request-timeout-secs`, `--body-timeout-secs` and SIGUSR1 against the real binary: a hung
+//! request is answered 504 and its Python stack (the app's file, line and source line) logged;
+//! a response that had begun is cut short; with every thread of a worker hung, a fresh worker
+//! serves and the stuck one is ended after the grace; a body trickled a byte a second is cut
+//! at the body timeout and the thread is free again; SIGUSR1 logs the running requests' stacks
+//! and stops nothing.
 
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use test_support::wfcgi::{wsgi_params, Wfcgi};
@@ -152,5 +155,60 @@ fn with_every_thread_hung_a_fresh_worker_serves_and_the_stuck_one_is_ended() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(get(&w, "/hello", "").map(|r| r.0), Some(200));
+    w.stop(libc::SIGTERM);
+}
+
+#[test]
+fn a_body_trickled_a_byte_a_second_is_cut_at_the_body_timeout_and_the_thread_is_freed() {
+    use fastcgi::client::{encode_begin, encode_params, encode_stdin};
+    let mut w = Wfcgi::serve_testapp(&["--threads", "1", "--body-timeout-secs", "2"]);
+    let mut stream = std::net::TcpStream::connect(w.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut head = Vec::new();
+    encode_begin(&mut head, 1, true);
+    let mut params = wsgi_params("POST", "/echo", "");
+    params.push(("CONTENT_LENGTH", "60"));
+    let pairs = params.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+    encode_params(&mut head, 1, pairs);
+    stream.write_all(&head).unwrap();
+    // One byte a second, each its own STDIN record, as nginx forwards a slow client's body
+    // with request buffering off; the sender stops when the connection is gone.
+    let mut sender = stream.try_clone().unwrap();
+    let trickle = std::thread::spawn(move || {
+        for _ in 0..60 {
+            let mut record = Vec::new();
+            encode_stdin(&mut record, 1, b"x");
+            if sender.write_all(&record).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(8),
+        "closed after {took:?}; log:\n{}",
+        w.log()
+    );
+    assert!(seen.is_empty(), "no response: {seen:?}");
+    // The only Python thread is free again.
+    let start = Instant::now();
+    assert_eq!(get(&w, "/hello", "").map(|r| r.0), Some(200), "{}", w.log());
+    assert!(start.elapsed() < Duration::from_secs(2));
+    let log = w.wait_log("body stopped arriving (WFCGI_BODY_TIMEOUT_SECS)");
+    assert!(log.contains("a wsgi.input read waited 2 s for it"), "{log}");
+    drop(stream);
+    trickle.join().unwrap();
     w.stop(libc::SIGTERM);
 }
