@@ -1,7 +1,9 @@
 //! `wfcgi serve --processes N`: the real binary's supervisor and its worker processes, under
 //! real signals. Workers that die by SIGKILL, `os._exit` or a segfault are replaced and service
 //! goes on; a worker that cannot start makes the supervisor stop instead of spinning;
-//! recycling by `--max-requests`; SIGTERM drains; a SIGKILLed supervisor leaves no worker.
+//! recycling by `--max-requests` (also behind nginx's keepalive, with nothing in its error
+//! log) and `--max-rss-bytes`; reloads by SIGHUP and by a file edit (`--reload`) that fail no
+//! request; SIGTERM drains; a SIGKILLed supervisor leaves no worker.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -254,21 +256,31 @@ fn write_versioned_app(dir: &std::path::Path, version: &str) {
 
 #[test]
 fn sighup_reloads_the_code_without_failing_a_request() {
+    reload_without_failing_a_request(&["--processes", "2"], "SIGHUP", &|w| w.signal(libc::SIGHUP));
+}
+
+#[test]
+fn a_file_edit_reloads_the_code_without_failing_a_request() {
+    // --reload alone: one worker under a supervisor; the edit itself is the trigger.
+    reload_without_failing_a_request(&["--reload"], "app files changed", &|_| {});
+}
+
+/// The app file is rewritten while a slow request runs and a loop of requests goes on, then
+/// `trigger` (nothing, for a file watch) starts the reload: the slow request completes with
+/// the old code, later requests get the new, and the loop sees no failure.
+fn reload_without_failing_a_request(extra: &[&str], why: &str, trigger: &dyn Fn(&Wfcgi)) {
     let app = test_support::peers::TempDir::new("reload");
     write_versioned_app(app.path(), "v1");
-    let mut w = Wfcgi::serve_with(
-        &[
-            "--processes",
-            "2",
-            "--app-dir",
-            app.path().to_str().unwrap(),
-            "--handler",
-            "versioned.application",
-        ],
-        &|cmd| {
-            cmd.env("PYTHONDONTWRITEBYTECODE", "1");
-        },
-    );
+    let mut args = vec![
+        "--app-dir",
+        app.path().to_str().unwrap(),
+        "--handler",
+        "versioned.application",
+    ];
+    args.extend_from_slice(extra);
+    let mut w = Wfcgi::serve_with(&args, &|cmd| {
+        cmd.env("PYTHONDONTWRITEBYTECODE", "1");
+    });
     wait_for_a_worker(&w, "/");
     let addr = w.addr();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -301,9 +313,10 @@ fn sighup_reloads_the_code_without_failing_a_request() {
     };
     std::thread::sleep(Duration::from_millis(300));
     write_versioned_app(app.path(), "v2-new");
-    w.signal(libc::SIGHUP);
-    let log = w.wait_log("reload (SIGHUP) done");
-    assert!(log.contains("reload (SIGHUP) done"), "{log}");
+    trigger(&w);
+    let done = format!("reload ({why}) done");
+    let log = w.wait_log(&done);
+    assert!(log.contains(&done), "{log}");
     // The slow request began with the old code and finishes with it.
     assert_eq!(
         slow.join().unwrap(),

@@ -319,6 +319,7 @@ mod tests {
             "serve",
             "--processes",
             "2",
+            "--reload",
             "--listen",
             "127.0.0.1:1",
             "--listen",
@@ -372,6 +373,7 @@ mod tests {
                 max_requests: Some(500),
                 max_requests_jitter: 50,
                 max_rss_bytes: Some(512 << 20),
+                reload: true,
             }
         );
     }

@@ -209,11 +209,14 @@ fn serve(flags: &Flags, env: &Environment, cwd: &Path) -> ExitCode {
     }
 
     if let Some(restart) = settings.restart_files.as_ref().filter(|r| r.explicit) {
-        warn!(
-            "{} is ignored by `wfcgi serve`: exiting on a change would leave nothing to start \
-             wfcgi again. Restart wfcgi after changing the app",
-            restart.described
-        );
+        if supervised.is_none() {
+            warn!(
+                "{} is ignored by `wfcgi serve` in one process: exiting on a change would \
+                 leave nothing to start wfcgi again. Add --reload (or --processes N) to reload \
+                 the app when files change",
+                restart.described
+            );
+        }
     }
 
     if settings.listen_is_default() {
@@ -434,12 +437,7 @@ impl BridgeStarter {
             return;
         }
         self.watching.call_once(|| {
-            let spec = watch::WatchSpec {
-                root: settings.bridge.app_dir.clone(),
-                regex: restart.regex.clone(),
-                ignore_dirs: settings.bridge.venv.iter().filter_map(|v| venv_root(&v.path)).collect(),
-                ignore_files: settings.log_file.iter().cloned().collect(),
-            };
+            let spec = app_watch_spec(settings, restart);
             let notify = self.restart.clone();
             let started = watch::watch(spec, watch::DEFAULT_QUIET, move |changed| {
                 let shown: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
@@ -458,6 +456,24 @@ impl BridgeStarter {
                 Err(message) => error!("{message}"),
             }
         });
+    }
+}
+
+/// What `WSGI_RESTART_FILE_REGEX` watches: the app directory, less the venv and the log file.
+pub(crate) fn app_watch_spec(
+    settings: &Settings,
+    restart: &settings::RestartFiles,
+) -> watch::WatchSpec {
+    watch::WatchSpec {
+        root: settings.bridge.app_dir.clone(),
+        regex: restart.regex.clone(),
+        ignore_dirs: settings
+            .bridge
+            .venv
+            .iter()
+            .filter_map(|v| venv_root(&v.path))
+            .collect(),
+        ignore_files: settings.log_file.iter().cloned().collect(),
     }
 }
 

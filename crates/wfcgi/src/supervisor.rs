@@ -97,6 +97,7 @@ pub(crate) fn run(settings: &Settings, processes: usize) -> Result<u8, String> {
             "supervisor: running {processes} worker process{}",
             if processes == 1 { "" } else { "es" }
         );
+        s.watch_app(settings)?;
         let shutdown = crate::signals::shutdown_signal();
         tokio::pin!(shutdown);
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -227,6 +228,8 @@ enum Event {
     Said(u64, String),
     Exited(u64, ExitStatus),
     HandedOver(u64, OwnedFd),
+    /// App files changed (`--reload`, `WSGI_RESTART_FILE_REGEX`).
+    Changed(Vec<PathBuf>),
 }
 
 impl Supervisor {
@@ -352,7 +355,42 @@ impl Supervisor {
             Event::Said(id, line) => self.on_said(id, &line),
             Event::Exited(id, status) => self.on_exit(id, status),
             Event::HandedOver(id, fd) => self.pass_on(id, fd),
+            Event::Changed(paths) => {
+                let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+                info!(changed = %shown.join(", "), "app files changed");
+                self.reload("app files changed");
+            }
         }
+    }
+
+    /// With `--reload`, or `WSGI_RESTART_FILE_REGEX` set explicitly, a change to a matching
+    /// app file reloads the workers.
+    fn watch_app(&self, settings: &Settings) -> Result<(), String> {
+        let explicit = settings.restart_files.as_ref().is_some_and(|r| r.explicit);
+        if !settings.workers.reload && !explicit {
+            return Ok(());
+        }
+        let Some(restart) = &settings.restart_files else {
+            warn!(
+                "--reload (WFCGI_RELOAD) has nothing to watch: WSGI_RESTART_FILE_REGEX is set \
+                 empty. Unset it for the default (.py and .config files), or remove --reload"
+            );
+            return Ok(());
+        };
+        let events = self.events.clone();
+        crate::watch::watch(
+            crate::app_watch_spec(settings, restart),
+            crate::watch::DEFAULT_QUIET,
+            move |changed| match events.send(Event::Changed(changed)) {
+                Ok(()) => crate::watch::Flow::Continue,
+                Err(_) => crate::watch::Flow::Stop,
+            },
+        )?;
+        info!(
+            app_dir = %settings.bridge.app_dir.display(),
+            "reloading when app files change: {}", restart.described
+        );
+        Ok(())
     }
 
     /// A connection `from` let go: to the next worker that serves (round robin over the

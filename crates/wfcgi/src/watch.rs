@@ -1,4 +1,4 @@
-//! Watching the app directory for changes that should restart (or, later, reload) the app:
+//! Watching the app directory for changes that should restart (or reload) the app:
 //! `WSGI_RESTART_FILE_REGEX`, matched like wfastcgi's against the changed file's path relative
 //! to the app directory.
 //!
@@ -41,14 +41,13 @@ pub(crate) struct WatchSpec {
 /// What the callback tells the watcher after a batch of changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flow {
+    /// Keep watching (a reload).
     #[cfg_attr(
-        not(test),
-        allow(
-            dead_code,
-            reason = "for reloads, which keep watching; a restart stops"
-        )
+        not(unix),
+        allow(dead_code, reason = "reloads are the supervisor's, which is Unix only")
     )]
     Continue,
+    /// Stop watching (a restart: the process is about to exit).
     Stop,
 }
 

@@ -119,6 +119,20 @@ pub(super) fn processes(value: &Value, r: &mut Resolution<'_>) -> Result<(), Set
     Ok(())
 }
 
+pub(super) fn reload(value: &Value, r: &mut Resolution<'_>) -> Result<(), SettingsError> {
+    let on = value.text.trim().is_empty() || parse_bool(value)?;
+    r.settings.workers.reload = on;
+    if on && r.settings.workers.processes.is_none() {
+        // Reloading replaces worker processes: one, unless more were asked for.
+        r.settings.workers.processes = Some(1);
+        r.settings.notes.push(format!(
+            "{} runs the app in a worker process under a supervisor (as --processes 1 would), so that a new one can load the changed code before the old one stops",
+            value.describe()
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn max_requests(value: &Value, r: &mut Resolution<'_>) -> Result<(), SettingsError> {
     let n = parse_count_like(value, 0, 1_000_000_000, "requests", "10000")?;
     r.settings.workers.max_requests = (n > 0).then_some(n as u64);

@@ -334,6 +334,8 @@ pub(crate) struct Workers {
     pub max_requests_jitter: u64,
     /// Resident memory past which a worker is replaced.
     pub max_rss_bytes: Option<u64>,
+    /// `--reload`: workers are reloaded when app files change.
+    pub reload: bool,
 }
 
 impl Settings {

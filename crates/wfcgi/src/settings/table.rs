@@ -116,6 +116,7 @@ pub(crate) const WFCGI_SHUTDOWN_GRACE_SECS: &str = "WFCGI_SHUTDOWN_GRACE_SECS";
 pub(crate) const WFCGI_REQUEST_TIMEOUT_SECS: &str = "WFCGI_REQUEST_TIMEOUT_SECS";
 pub(crate) const WFCGI_BODY_TIMEOUT_SECS: &str = "WFCGI_BODY_TIMEOUT_SECS";
 pub(crate) const WFCGI_PROCESSES: &str = "WFCGI_PROCESSES";
+pub(crate) const WFCGI_RELOAD: &str = "WFCGI_RELOAD";
 pub(crate) const WFCGI_MAX_REQUESTS: &str = "WFCGI_MAX_REQUESTS";
 pub(crate) const WFCGI_MAX_REQUESTS_JITTER: &str = "WFCGI_MAX_REQUESTS_JITTER";
 pub(crate) const WFCGI_MAX_RSS_BYTES: &str = "WFCGI_MAX_RSS_BYTES";
@@ -295,6 +296,19 @@ pub(crate) const SETTINGS: &[Setting] = &[
         apply: Apply::Each(apply::processes),
     },
     Setting {
+        name: WFCGI_RELOAD,
+        flag: Some(Flag {
+            long: "--reload",
+            takes: Takes::Switch,
+            serve_only: true,
+        }),
+        default: Default::Value("false"),
+        help: "reload when app files change (the WSGI_RESTART_FILE_REGEX pattern: .py and .config files by default): new workers load the new code, then the old ones drain; implies --processes 1; present = on, unless 0/false/no/off",
+        doc: "Reload when a file in the app directory whose path matches `WSGI_RESTART_FILE_REGEX` (by default `.py` and `.config` files) changes, after 200 ms without further changes: as SIGHUP does, new workers start with the new code, and once each has loaded the app the old ones finish their requests and exit, handing their kept-alive connections over. No request fails or waits for an import. `__pycache__`, virtualenvs and the log file are ignored. Implies `--processes 1` when no process count is given. An explicitly set `WSGI_RESTART_FILE_REGEX` turns it on under `WFCGI_PROCESSES` too. Off by default: production deploys reload on purpose (SIGHUP).",
+        wfastcgi: "New for `wfcgi serve` (wfastcgi exited on a change under IIS, which wfcgi also does there).",
+        apply: Apply::Each(apply::reload),
+    },
+    Setting {
         name: WFCGI_MAX_REQUESTS,
         flag: flag("--max-requests", "N"),
         default: Default::Value("0"),
@@ -442,7 +456,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
         flag: None,
         default: Default::Value(r".*((\.py)|(\.config))$"),
         help: "restart when a file whose path (relative to the app directory) matches changes: the request in progress finishes, then the process exits for IIS to start a fresh one; empty turns it off",
-        doc: "Under IIS (`wfcgi` started on a named pipe or socket, on Windows), a change to a file whose path relative to the app directory matches (Rust regex syntax, anchored at the start like `re.match`) makes wfcgi finish the requests in progress and exit 0, and IIS starts a fresh process for the next request. Changes within 200 ms count as one. `__pycache__`, any virtualenv (a folder with `pyvenv.cfg`) and the log file are ignored. Empty turns it off. On Unix's fd-0 mode (mod_fcgid) only an explicitly set value applies; `wfcgi serve` ignores it with a warning, since nothing would start it again.",
+        doc: "Under IIS (`wfcgi` started on a named pipe or socket, on Windows), a change to a file whose path relative to the app directory matches (Rust regex syntax, anchored at the start like `re.match`) makes wfcgi finish the requests in progress and exit 0, and IIS starts a fresh process for the next request. Changes within 200 ms count as one. `__pycache__`, any virtualenv (a folder with `pyvenv.cfg`) and the log file are ignored. Empty turns it off. On Unix's fd-0 mode (mod_fcgid) only an explicitly set value applies. Under `wfcgi serve` an explicit value drives reloads when there are worker processes (`WFCGI_PROCESSES`, `--reload`), with nothing exiting; in one process it is ignored with a warning, since nothing would start wfcgi again.",
         wfastcgi: "wfastcgi exited at once on a match, killing requests in flight; wfcgi lets them finish. Look-around and back-references are not accepted.",
         apply: Apply::Each(apply::restart_file_regex),
     },
