@@ -127,6 +127,11 @@ fn a_worker_that_exits_or_crashes_in_a_request_is_replaced() {
             new.contains("died while serving: it ") && new.contains(&death),
             "{new}"
         );
+        // And which request it was running (read from the table the worker left behind).
+        assert!(
+            new.contains(&format!("; it was running GET {path}")),
+            "{new}"
+        );
     }
     // Each death was replaced: two workers serve.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -34,6 +34,8 @@ mod logging;
 mod settings;
 mod signals;
 #[cfg(unix)]
+mod slate;
+#[cfg(unix)]
 mod supervisor;
 mod watch;
 mod webconfig;

@@ -36,6 +36,7 @@ use tracing::{error, info, warn};
 
 use crate::handover::Channel;
 use crate::settings::Settings;
+use crate::slate::Slate;
 use crate::worker;
 
 /// Deaths before a first request, in a row, after which the supervisor gives up.
@@ -92,6 +93,7 @@ pub(crate) fn run(settings: &Settings, processes: usize) -> Result<u8, String> {
             reload: None,
             stopping: None,
             next_target: 0,
+            slate_slots: settings.bridge.threads + 4,
         };
         info!(
             "supervisor: running {processes} worker process{}",
@@ -153,6 +155,8 @@ struct Supervisor {
     stopping: Option<Stopping>,
     /// Where the search for a worker to take a handed-over connection starts (round robin).
     next_target: usize,
+    /// Slots in each worker's table of running requests: one per Python thread, and spare.
+    slate_slots: usize,
 }
 
 /// One of the N places a worker serves in.
@@ -209,6 +213,8 @@ struct Worker {
     handed: u32,
     /// Told to drain: killed if still running at this time (a request stuck for ever).
     kill_at: Option<Instant>,
+    /// What it is running, readable after it died.
+    slate: Slate,
 }
 
 /// A reload in progress: new workers loading, the old ones serving until all are ready.
@@ -278,14 +284,19 @@ impl Supervisor {
     fn spawn(&mut self, slot: usize, reload: bool) -> io::Result<u64> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
         let (handover, their_handover) = crate::handover::pair()?;
-        let mut keep = vec![theirs.as_raw_fd(), their_handover.as_raw_fd()];
+        let slate = Slate::create(self.slate_slots)?;
+        let mut keep = vec![
+            theirs.as_raw_fd(),
+            their_handover.as_raw_fd(),
+            slate.fd().as_raw_fd(),
+        ];
         keep.extend_from_slice(&self.listen_fds);
         let listen: Vec<String> = self.listen_fds.iter().map(|fd| fd.to_string()).collect();
         let mut cmd = tokio::process::Command::new(&self.exe);
         cmd.args(&self.args)
             .env(
                 worker::ENV,
-                format!("{};{};{}", keep[0], listen.join(","), keep[1]),
+                format!("{};{};{};{}", keep[0], listen.join(","), keep[1], keep[2]),
             )
             .stdin(Stdio::null());
         let parent = std::process::id();
@@ -345,6 +356,7 @@ impl Supervisor {
                 handover,
                 handed: 0,
                 kill_at: None,
+                slate,
             },
         );
         Ok(id)
@@ -554,7 +566,17 @@ impl Supervisor {
             (_, false) => "before its first request",
             _ => "while serving",
         };
-        error!("worker {pid} died {when}: it {how}");
+        let running = match w.slate.running().as_slice() {
+            [] => "no request was running".to_string(),
+            running => {
+                let each: Vec<String> = running
+                    .iter()
+                    .map(|(what, age)| format!("{what} (for {:.1} s)", age.as_secs_f64()))
+                    .collect();
+                format!("it was running {}", each.join(", "))
+            }
+        };
+        error!("worker {pid} died {when}: it {how}; {running}");
         if w.reload {
             self.abandon_reload();
         }

@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use crate::settings::{Settings, Workers};
 
 /// The environment variable that makes a process a worker:
-/// `CONTROL_FD;LISTEN_FD,LISTEN_FD...;HANDOVER_FD`.
+/// `CONTROL_FD;LISTEN_FD,LISTEN_FD...;HANDOVER_FD;SLATE_FD`.
 pub(crate) const ENV: &str = "WFCGI_WORKER";
 
 /// How often resident memory is sampled for `WFCGI_MAX_RSS_BYTES`.
@@ -37,6 +37,8 @@ pub(crate) struct Inherited {
     control: OwnedFd,
     listeners: Vec<OwnedFd>,
     handover: OwnedFd,
+    /// The table of running requests the supervisor reads if this worker dies (`slate`).
+    slate: OwnedFd,
 }
 
 impl Inherited {
@@ -50,14 +52,18 @@ impl Inherited {
         let text = text.to_string_lossy();
         let bad = || {
             format!(
-                "{ENV}={text:?} is not what the supervisor sets (CONTROL_FD;LISTEN_FD,...;HANDOVER_FD): \
+                "{ENV}={text:?} is not what the supervisor sets (CONTROL_FD;LISTEN_FD,...;HANDOVER_FD;SLATE_FD): \
                  {ENV} is set by `wfcgi serve --processes` for its workers only; unset it"
             )
         };
         let mut parts = text.split(';');
-        let (Some(control), Some(listeners), Some(handover), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(control), Some(listeners), Some(handover), Some(slate), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(bad());
         };
         let fd = |part: &str| -> Result<OwnedFd, String> {
@@ -76,6 +82,7 @@ impl Inherited {
         };
         let control = fd(control)?;
         let handover = fd(handover)?;
+        let slate = fd(slate)?;
         let listeners = listeners
             .split(',')
             .filter(|p| !p.trim().is_empty())
@@ -88,6 +95,7 @@ impl Inherited {
             control,
             listeners,
             handover,
+            slate,
         }))
     }
 }
@@ -122,7 +130,10 @@ pub(crate) fn run(
         control,
         listeners,
         handover,
+        slate,
     } = inherited;
+    let slate = crate::slate::Slate::open(slate)
+        .map_err(|e| format!("the supervisor's table of running requests: {e}"))?;
     runtime.block_on(async {
         // Installed first: SIGTERM while the app loads must stop the worker cleanly.
         let signal = crate::signals::shutdown_signal();
@@ -147,6 +158,7 @@ pub(crate) fn run(
         let config = settings.bridge.clone();
         let bridge = tokio::task::spawn_blocking(move || {
             let bridge = wsgi::Bridge::start(config)?;
+            bridge.mirror_running(Box::new(slate));
             let loaded = bridge.load_app().is_ok();
             Ok::<_, wsgi::StartError>((bridge, loaded))
         })

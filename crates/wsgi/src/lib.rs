@@ -186,6 +186,12 @@ impl Bridge {
         self.shared.running.set_hook(hook);
     }
 
+    /// Tells `mirror` when each request starts and ends (on the thread running it). Set
+    /// once, before requests arrive; later calls are ignored.
+    pub fn mirror_running(&self, mirror: Box<dyn watchdog::Mirror>) {
+        self.shared.running.set_mirror(mirror);
+    }
+
     /// Logs every running request with the Python stack of the thread running it (SIGUSR1).
     /// Blocks for up to a few seconds (reading stacks needs the GIL): call off the runtime.
     pub fn log_running_stacks(&self) {

@@ -41,11 +41,19 @@ struct Entry {
 /// What the timeout hook is told.
 pub type TimeoutHook = Box<dyn Fn(&str) + Send + Sync>;
 
+/// Told, on the thread running it, when each request starts and ends: a copy of what runs
+/// that outlives the process (a worker's supervisor reads it after a crash).
+pub trait Mirror: Send + Sync {
+    fn begin(&self, key: u64, what: &str);
+    fn end(&self);
+}
+
 #[derive(Default)]
 pub(crate) struct Running {
     entries: Mutex<HashMap<u64, Entry>>,
     next: AtomicU64,
     hook: OnceLock<TimeoutHook>,
+    mirror: OnceLock<Box<dyn Mirror>>,
 }
 
 /// Takes its request out of [`Running`] when the request's run ends, however it ends.
@@ -56,6 +64,9 @@ pub(crate) struct Registered<'a> {
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
+        if let Some(mirror) = self.running.mirror.get() {
+            mirror.end();
+        }
         self.running.lock().remove(&self.key);
     }
 }
@@ -87,12 +98,19 @@ impl Running {
             expiry,
             expired: false,
         };
+        if let Some(mirror) = self.mirror.get() {
+            mirror.begin(key, &entry.what);
+        }
         self.lock().insert(key, entry);
         Registered { running: self, key }
     }
 
     pub(crate) fn set_hook(&self, hook: TimeoutHook) {
         let _ = self.hook.set(hook);
+    }
+
+    pub(crate) fn set_mirror(&self, mirror: Box<dyn Mirror>) {
+        let _ = self.mirror.set(mirror);
     }
 
     /// Starts the thread that ends requests running longer than `limit`.
