@@ -212,3 +212,40 @@ fn a_body_trickled_a_byte_a_second_is_cut_at_the_body_timeout_and_the_thread_is_
     trickle.join().unwrap();
     w.stop(libc::SIGTERM);
 }
+
+#[test]
+fn on_the_inline_iis_connection_a_hung_request_gets_504_and_the_process_makes_way() {
+    // As IIS starts wfcgi: one connected socket on fd 0, requests run on its own thread.
+    let dir = test_support::peers::TempDir::new("inline-timeout");
+    let log_path = dir.path().join("wfcgi.log");
+    let python = test_support::wfcgi::repo_path("python");
+    let (mut w, mut conn) = Wfcgi::with_connected_stdin(
+        &[
+            "--app-dir",
+            python.to_str().unwrap(),
+            "--handler",
+            "testapp.app.application",
+            "--request-timeout-secs",
+            "1",
+        ],
+        &|cmd| {
+            cmd.env("WSGI_LOG", &log_path);
+        },
+    );
+    let hello = conn.request(1, &wsgi_params("GET", "/hello", ""), b"");
+    assert_eq!(hello.status(), 200);
+    let start = Instant::now();
+    let reply = conn.request(1, &wsgi_params("GET", "/sleep", "ms=20000"), b"");
+    assert_eq!(reply.status(), 504);
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // The thread is stuck in the app and holds the connection: the process exits for IIS to
+    // start a fresh one, instead of taking requests it could never serve.
+    let status = w
+        .wait_exit(Duration::from_secs(10))
+        .expect("the process exits");
+    assert_eq!(Wfcgi::code(status), 3);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("the client got 504 Gateway Timeout"), "{log}");
+    assert!(log.contains(SLEEP_FRAME), "{log}");
+    assert!(log.contains("exiting (status 3)"), "{log}");
+}

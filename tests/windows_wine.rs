@@ -814,3 +814,30 @@ fn with_no_python_to_find_every_request_is_a_500_that_names_the_setting_and_the_
     drop(client);
     assert_exits_0(&mut iis);
 }
+
+#[test]
+fn under_iis_a_hung_request_gets_504_with_its_stack_logged_and_the_process_makes_way() {
+    let (mut iis, log, _dir) = testapp_as_iis(
+        Iis::Pipe,
+        "wine-timeout",
+        "testapp.app.application",
+        "wfcgi.log",
+        &["--request-timeout-secs", "2"],
+    );
+    let mut client = Client::connect(iis.addr().parse().unwrap());
+    assert_eq!(get(&mut client, "/hello").status(), 200, "{}", iis.output());
+    let reply = client.request(1, &wsgi_params("GET", "/sleep", "ms=60000"), b"");
+    assert_eq!(reply.status(), 504, "{}", iis.output());
+    // The request's thread holds the pipe: the process exits for IIS to start another.
+    let status = iis.wait_exit(std::time::Duration::from_secs(30));
+    assert!(status.is_some(), "still running\n{}", iis.output());
+    let logged = wait_logged(&log, "exiting (status 3)");
+    assert!(
+        logged.contains("the client got 504 Gateway Timeout"),
+        "{logged}"
+    );
+    assert!(
+        logged.contains("app.py\", line 177, in sleep"),
+        "the app's frame: {logged}"
+    );
+}

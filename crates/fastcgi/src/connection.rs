@@ -477,7 +477,7 @@ impl Connection {
 
 /// What ends a completed request: the closing empty STDOUT (and STDERR, if it was used) and
 /// END_REQUEST.
-fn encode_request_end(out: &mut BytesMut, id: u16, app_status: u32, stderr_used: bool) {
+pub(crate) fn encode_request_end(out: &mut BytesMut, id: u16, app_status: u32, stderr_used: bool) {
     protocol::encode_stream_end(out, RecordType::Stdout, id);
     if stderr_used {
         protocol::encode_stream_end(out, RecordType::Stderr, id);

@@ -179,6 +179,22 @@ impl Lent {
         }
     }
 
+    /// Ends request `id` on the transport itself, waiting until it is taken: its closing
+    /// STDOUT and END_REQUEST. For a request ended from outside while it runs inline (a
+    /// timeout): the driver, whose thread the request holds, cannot.
+    pub(crate) fn write_end(&self, id: u16, app_status: u32) -> Outcome {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let Some(writer) = &state.writer else {
+            return Outcome::TakenBack(Bytes::new());
+        };
+        crate::connection::encode_request_end(&mut state.pending.tail, id, app_status, false);
+        match writer.send(&mut state.pending, true) {
+            Ok(()) => Outcome::Done,
+            Err(e) => Outcome::Failed(e),
+        }
+    }
+
     /// Queues the last `data` of a request without sending it: the driver sends it with the
     /// end of the request, in one piece. Gives it back once the output was taken back.
     pub(crate) fn hold_last(&self, id: u16, data: Bytes) -> Result<(), Bytes> {

@@ -158,7 +158,8 @@ pub struct Expiry {
     id: u16,
     tx: mpsc::UnboundedSender<Outgoing>,
     shared: Arc<Shared>,
-    inline: bool,
+    /// The connection's output, when the request runs inline on its thread.
+    lent: Option<Arc<Lent>>,
 }
 
 /// What [`Expiry::expire`] did.
@@ -166,13 +167,12 @@ pub struct Expiry {
 pub enum Expired {
     /// Nothing had been written: the client got the page given.
     Answered,
-    /// The response had begun: the connection is closed, the response cut short.
+    /// The response had begun: the connection is closed, the response cut short. (Inline:
+    /// the connection cannot be closed while its thread runs the handler; see
+    /// [`Expiry::holds_connection`].)
     Cut,
     /// The handler ended the request first, or it was expired already: nothing done.
     Over,
-    /// The request runs inline on its connection's thread, which the handler holds: nothing
-    /// can be sent until it returns.
-    Inline,
 }
 
 impl Expiry {
@@ -181,9 +181,6 @@ impl Expiry {
     /// closes. The handler's later writes fail with [`Failure::TimedOut`] and its end is not
     /// sent.
     pub fn expire(&self, page: Bytes) -> Expired {
-        if self.inline {
-            return Expired::Inline;
-        }
         let mut flags = self.shared.get();
         loop {
             if flags & (Shared::ENDED | Shared::TIMED_OUT) != 0 {
@@ -199,6 +196,12 @@ impl Expiry {
             ) {
                 Ok(_) if answer => {
                     let id = self.id;
+                    if let Some(lent) = &self.lent {
+                        // The connection's thread runs the handler: write on the transport.
+                        let _ = lent.write(RecordType::Stdout, id, page, true);
+                        let _ = lent.write_end(id, 1);
+                        return Expired::Answered;
+                    }
                     let _ = self.tx.send(Outgoing::Stdout {
                         id,
                         data: page,
@@ -219,10 +222,18 @@ impl Expiry {
         }
     }
 
+    /// The request runs inline on its connection's thread, which its handler holds until it
+    /// returns: after an expiry, the connection can take no further request (and cannot be
+    /// closed) until then. Its owner should end the process, which closes it.
+    pub fn holds_connection(&self) -> bool {
+        self.lent.is_some()
+    }
+
     /// Closes the request's connection because its body stopped arriving, unless it has
     /// ended. The handler's later writes fail (there is no one to read them).
     pub fn cut_for_body(&self) {
-        if self.inline {
+        if self.lent.is_some() {
+            // An inline request has its whole body: it never waits for more.
             return;
         }
         if self.shared.mark(Shared::TIMED_OUT) & (Shared::ENDED | Shared::TIMED_OUT) != 0 {
@@ -472,7 +483,7 @@ impl Response {
             id: self.id,
             tx: self.tx.clone(),
             shared: self.shared.clone(),
-            inline: self.lent.is_some(),
+            lent: self.lent.clone(),
         }
     }
 

@@ -58,6 +58,9 @@ use crate::webconfig::WebConfig;
 /// Exit status for a problem at start-up (bad settings, bind failure, venv refused), like a
 /// usage error.
 const EXIT_STARTUP: u8 = 2;
+/// Exit status when a request timed out on the one connection, whose thread it holds: the
+/// process can serve nothing more (the web server starts another).
+const EXIT_STUCK: i32 = 3;
 
 /// Tokio worker threads. They only move bytes between sockets and the Python threads (which do
 /// the app's work and are counted by `WFCGI_THREADS`), so a small number serves any load the
@@ -289,7 +292,8 @@ async fn serve_bridge(
     bridge: Arc<wsgi::Bridge>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(fastcgi::ServeOutcome, bool), String> {
-    signals::log_stacks_on_sigusr1(bridge.clone());
+    let stacks = bridge.clone();
+    signals::log_stacks_on_sigusr1(move || Some(stacks.clone()));
     let outcome = server
         .serve(listeners, stop)
         .await
@@ -390,6 +394,8 @@ fn serve_stdin(flags: Flags, env: Environment, cwd: PathBuf) -> ExitCode {
             watching: std::sync::Once::new(),
         };
         let lazy = Arc::new(LazyBridge::new(starter));
+        let stacks = lazy.clone();
+        signals::log_stacks_on_sigusr1(move || stacks.started());
         let handler: Arc<dyn fastcgi::Handler> = lazy.clone();
         let signal = signals::shutdown_signal();
         let stop = async move {
@@ -527,13 +533,37 @@ impl Starter for BridgeStarter {
         // Before Python starts: a fix to a handler that fails to import restarts the process.
         self.watch_app(&settings);
         let debug_responses = settings.bridge.debug_responses;
-        wsgi::Bridge::start(settings.bridge).map_err(|e| StartFailure {
+        let bridge = wsgi::Bridge::start(settings.bridge).map_err(|e| StartFailure {
             retryable: start_error_is_retryable(&e),
             message: e.to_string(),
             debug_responses,
             public: e.public_summary(),
-        })
+        })?;
+        let restart = self.restart.clone();
+        bridge.on_request_timeout(Box::new(move |timed_out| {
+            replace_this_process(timed_out, &restart)
+        }));
+        Ok(bridge)
     }
+}
+
+/// A request timed out in a process the web server started (IIS, mod_fcgid): its Python thread
+/// cannot be stopped, so this process makes way for a fresh one. On the one inline connection
+/// (IIS) the thread holds the connection, and the 504 is already written: exit now. Otherwise
+/// finish the other requests first, as for a file-change restart.
+fn replace_this_process(timed_out: &wsgi::watchdog::TimedOut<'_>, restart: &tokio::sync::Notify) {
+    if timed_out.holds_connection {
+        error!(
+            "{}: its thread holds this process's connection, so the process can serve nothing more; exiting (status {EXIT_STUCK}) for the web server to start a fresh one",
+            timed_out.what
+        );
+        std::process::exit(EXIT_STUCK);
+    }
+    warn!(
+        "{}: its thread cannot be stopped; finishing the other requests, then exiting for the web server to start a fresh process",
+        timed_out.what
+    );
+    restart.notify_one();
 }
 
 /// Errors raised before CPython was initialised can be retried; after, the interpreter exists

@@ -147,9 +147,12 @@ mod iis_shutdown_event {
     }
 }
 
-/// On SIGUSR1, logs every running request with its Python stack (Unix; a no-op elsewhere).
-/// Runs for the life of the runtime it is spawned on.
-pub(crate) fn log_stacks_on_sigusr1(bridge: std::sync::Arc<wsgi::Bridge>) {
+/// On SIGUSR1, logs every running request with its Python stack (Unix; a no-op elsewhere),
+/// once `bridge` gives a bridge (stdin mode starts it at the first request). Runs for the
+/// life of the runtime it is spawned on.
+pub(crate) fn log_stacks_on_sigusr1(
+    bridge: impl Fn() -> Option<std::sync::Arc<wsgi::Bridge>> + Send + 'static,
+) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -159,7 +162,10 @@ pub(crate) fn log_stacks_on_sigusr1(bridge: std::sync::Arc<wsgi::Bridge>) {
         };
         tokio::spawn(async move {
             while usr1.recv().await.is_some() {
-                let bridge = bridge.clone();
+                let Some(bridge) = bridge() else {
+                    info!("stacks (SIGUSR1): the app has not started yet");
+                    continue;
+                };
                 // Reading stacks waits for the GIL: off the runtime.
                 let _ = tokio::task::spawn_blocking(move || bridge.log_running_stacks()).await;
             }

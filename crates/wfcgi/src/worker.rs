@@ -184,9 +184,9 @@ pub(crate) fn run(
         // A stuck Python thread cannot be stopped: a fresh worker takes new work, and this one
         // is ended after the shutdown grace if the thread never returns.
         let retiring = Arc::downgrade(&handler);
-        bridge.on_request_timeout(Box::new(move |why| {
+        bridge.on_request_timeout(Box::new(move |timed_out| {
             if let Some(handler) = retiring.upgrade() {
-                handler.retire(why.to_owned());
+                handler.retire(timed_out.what.to_owned());
             }
         }));
         if let Some(limit) = settings.workers.max_rss_bytes {

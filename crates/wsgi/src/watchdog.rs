@@ -38,8 +38,17 @@ struct Entry {
     expired: bool,
 }
 
-/// What the timeout hook is told.
-pub type TimeoutHook = Box<dyn Fn(&str) + Send + Sync>;
+/// A request that ran past the request timeout, as the timeout hook is told of it.
+pub struct TimedOut<'a> {
+    /// `request 12 (GET /path)`.
+    pub what: &'a str,
+    /// It runs inline on its connection's thread: that connection can take nothing more until
+    /// the app returns, so the process had best end now (IIS starts another).
+    pub holds_connection: bool,
+}
+
+/// Called (on the watchdog's thread) for each request that runs past the request timeout.
+pub type TimeoutHook = Box<dyn Fn(&TimedOut<'_>) + Send + Sync>;
 
 /// Told, on the thread running it, when each request starts and ends: a copy of what runs
 /// that outlives the process (a worker's supervisor reads it after a crash).
@@ -145,15 +154,16 @@ impl Running {
                 "504 Gateway Timeout",
                 "504 Gateway Timeout\n\nThe application did not answer in time.\n",
             );
-            let answered = match expiry.expire(page) {
-                fastcgi::Expired::Answered => "the client got 504 Gateway Timeout",
-                fastcgi::Expired::Cut => {
+            let holds_connection = expiry.holds_connection();
+            let answered = match (expiry.expire(page), holds_connection) {
+                (fastcgi::Expired::Answered, _) => "the client got 504 Gateway Timeout",
+                (fastcgi::Expired::Cut, false) => {
                     "its response had begun: the connection was closed to cut it short"
                 }
-                fastcgi::Expired::Over => continue,
-                fastcgi::Expired::Inline => {
-                    "it runs on the connection's own thread: nothing can be sent until it returns"
+                (fastcgi::Expired::Cut, true) => {
+                    "its response had begun: it is cut short when the process ends"
                 }
+                (fastcgi::Expired::Over, _) => continue,
             };
             let stack = stacks(&[thread]).remove(&thread).unwrap_or_else(|| {
                 "(not available: the thread holds the GIL in native code, or has just finished)"
@@ -167,9 +177,10 @@ impl Running {
                 limit.as_secs()
             );
             if let Some(hook) = self.hook.get() {
-                hook(&format!(
-                    "request {key} ({what}) ran past WFCGI_REQUEST_TIMEOUT_SECS"
-                ));
+                hook(&TimedOut {
+                    what: &format!("request {key} ({what}) ran past WFCGI_REQUEST_TIMEOUT_SECS"),
+                    holds_connection,
+                });
             }
         }
     }
