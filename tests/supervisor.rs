@@ -415,3 +415,39 @@ fn recycling_behind_nginx_keepalive_answers_every_request() {
     drop(nginx);
     assert_eq!(Wfcgi::code(w.stop(libc::SIGTERM)), 0, "log:\n{}", w.log());
 }
+
+#[test]
+fn the_listening_socket_on_fd_0_is_served_by_worker_processes() {
+    // As mod_fcgid or spawn-fcgi start wfcgi, with WFCGI_PROCESSES in its environment.
+    let python = repo_path("python");
+    let mut w = Wfcgi::with_listening_stdin(
+        &[
+            "--app-dir",
+            python.to_str().unwrap(),
+            "--handler",
+            "testapp.app.application",
+        ],
+        &|cmd| {
+            cmd.env("WFCGI_PROCESSES", "2");
+        },
+    );
+    wait_for_a_worker(&w, "/pid");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut pids = pids_seen(&w, 20);
+    while pids.len() < 2 {
+        assert!(Instant::now() < deadline, "{pids:?}; log:\n{}", w.log());
+        pids.extend(pids_seen(&w, 20));
+    }
+    assert!(!pids.contains(&w.pid()), "the supervisor runs no Python");
+    let victim = *pids.iter().next().unwrap();
+    // SAFETY: kill on a pid this test learned from the worker itself.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    served_again(&w, Duration::from_secs(5));
+    Wfcgi::wait_for_text(&w.stderr_path, &format!("worker {victim} died"));
+    assert!(
+        w.log().contains("serving the listening socket on fd 0"),
+        "{}",
+        w.log()
+    );
+    assert_eq!(Wfcgi::code(w.stop(libc::SIGTERM)), 0, "log:\n{}", w.log());
+}

@@ -213,6 +213,14 @@ impl Listener {
         inherited::take_fd0()
     }
 
+    /// fd 0 when it is a listening socket (Apache mod_fcgid, lighttpd, spawn-fcgi pass one),
+    /// taken as a plain descriptor to hand down to worker processes; fd 0 is replaced by
+    /// `/dev/null`. `None` (fd 0 untouched) when it is anything else.
+    #[cfg(unix)]
+    pub fn take_stdin_if_listening() -> io::Result<Option<std::os::fd::OwnedFd>> {
+        inherited::take_fd0_if_listening()
+    }
+
     /// A listening socket handed down by a parent process (wfcgi's supervisor passes its
     /// sockets to its workers), TCP or Unix by its address family. A Unix socket's file is
     /// left alone on drop: it belongs to the parent.
@@ -1104,6 +1112,27 @@ mod inherited {
             return Err(last_error(&format!("getsockname on fd {fd}")));
         }
         Ok(addr.ss_family)
+    }
+
+    pub(super) fn take_fd0_if_listening() -> io::Result<Option<OwnedFd>> {
+        // SAFETY: fstat writes into a zeroed, properly sized stat buffer; a closed fd 0 fails.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::fstat(0, &mut st) } != 0
+            || st.st_mode & libc::S_IFMT != libc::S_IFSOCK
+            || !is_listening(0)?
+        {
+            return Ok(None);
+        }
+        // SAFETY: dup of an open descriptor; the result is checked below.
+        let fd = unsafe { libc::dup(0) };
+        if fd < 0 {
+            return Err(last_error("dup(0)"));
+        }
+        // SAFETY: fd was just returned by dup and is owned by nothing else.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        replace_fd0_with_dev_null()?;
+        Ok(Some(owned))
     }
 
     pub(super) fn take_fd0() -> io::Result<Listener> {

@@ -106,6 +106,13 @@ fn main() -> ExitCode {
             };
             enable::run(&options, site.as_ref())
         }
+        #[cfg(unix)]
+        None => match inherited {
+            // A worker of a supervisor that serves fd 0 (started with the same arguments).
+            Some(inherited) => serve_worker(inherited, &flags, &env, &cwd),
+            None => serve_stdin(flags, env, cwd),
+        },
+        #[cfg(not(unix))]
         None => serve_stdin(flags, env, cwd),
     }
 }
@@ -233,7 +240,7 @@ fn serve(flags: &Flags, env: &Environment, cwd: &Path) -> ExitCode {
 
     if let Some(processes) = supervised {
         #[cfg(unix)]
-        return match supervisor::run(&settings, processes) {
+        return match supervisor::run(&settings, processes, None) {
             Ok(code) => ExitCode::from(code),
             Err(message) => startup_failure(&message, Some((&logging, None))),
         };
@@ -377,6 +384,10 @@ fn serve_stdin(flags: Flags, env: Environment, cwd: PathBuf) -> ExitCode {
             Some((&logging, None)),
         );
     }
+    #[cfg(unix)]
+    if let Some(code) = supervise_stdin_if_asked(&flags, &env, &cwd, &logging) {
+        return code;
+    }
     let runtime = match build_runtime(&logging) {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -419,6 +430,47 @@ fn serve_stdin(flags: Flags, env: Environment, cwd: PathBuf) -> ExitCode {
         Ok((outcome, drained))
     });
     finish(outcome, &logging)
+}
+
+/// With `WFCGI_PROCESSES` and a listening socket on fd 0 (mod_fcgid, lighttpd, spawn-fcgi), a
+/// supervisor serves fd 0 with worker processes, as `wfcgi serve --processes` does its
+/// `--listen` addresses; the settings are read now rather than at the first request (a Unix
+/// web server has them all in the environment at start). `None`: fd 0 is served here, in one
+/// process.
+#[cfg(unix)]
+fn supervise_stdin_if_asked(
+    flags: &Flags,
+    env: &Environment,
+    cwd: &Path,
+    logging: &Logging,
+) -> Option<ExitCode> {
+    let app_dir = settings::app_dir(flags, env, cwd, None).ok()?;
+    // A settings error is reported by the one-process start, at the first request, as before.
+    let (settings, web_config) = settings::load(flags, env, &app_dir, cwd).ok()?;
+    let processes = settings.workers.processes?;
+    let fd = match fastcgi::Listener::take_stdin_if_listening() {
+        Ok(Some(fd)) => fd,
+        Ok(None) => {
+            warn!(
+                "WFCGI_PROCESSES is ignored: the web server handed this process one connection, \
+                 not a listening socket (under IIS, set the FastCGI application's maxInstances)"
+            );
+            return None;
+        }
+        Err(e) => {
+            return Some(startup_failure(
+                &format!("cannot take the listening socket on fd 0: {e}"),
+                Some((logging, None)),
+            ))
+        }
+    };
+    if let Err(message) = report_settings(logging, &settings, web_config.as_ref(), &app_dir) {
+        return Some(startup_failure(&message, Some((logging, None))));
+    }
+    Some(match supervisor::run(&settings, processes, Some(fd)) {
+        Ok(code) => ExitCode::from(code),
+        Err(message) => startup_failure(&message, Some((logging, None))),
+    })
 }
 
 /// Stdin mode's start-up, run by `LazyBridge` on its own thread at the first request.

@@ -54,8 +54,13 @@ const EXIT_MARGIN: Duration = Duration::from_secs(5);
 /// The exit status of a worker that could not start (bad settings, a venv refused).
 const WORKER_STARTUP_FAILED: i32 = crate::EXIT_STARTUP as i32;
 
-/// Runs the supervisor until it is stopped; returns the process's exit status.
-pub(crate) fn run(settings: &Settings, processes: usize) -> Result<u8, String> {
+/// Runs the supervisor until it is stopped; returns the process's exit status. It listens
+/// on `settings.listen`, or on `inherited` (the listening socket a web server passed on fd 0).
+pub(crate) fn run(
+    settings: &Settings,
+    processes: usize,
+    inherited: Option<OwnedFd>,
+) -> Result<u8, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -69,17 +74,25 @@ pub(crate) fn run(settings: &Settings, processes: usize) -> Result<u8, String> {
         };
         // Kept open for the supervisor's life: workers come and go, the sockets stay.
         let mut listeners = Vec::new();
-        for addr in &settings.listen {
-            let listener = fastcgi::Listener::bind(addr, bind_options)
-                .await
-                .map_err(|e| e.to_string())?;
-            info!("listening on {}", listener.local_addr());
-            listeners.push(listener);
-        }
-        let listen_fds = listeners
-            .iter()
-            .filter_map(|l| l.listening_fd().map(|fd| fd.as_raw_fd()))
-            .collect();
+        let listen_fds = match &inherited {
+            Some(fd) => {
+                info!("serving the listening socket on fd 0");
+                vec![fd.as_raw_fd()]
+            }
+            None => {
+                for addr in &settings.listen {
+                    let listener = fastcgi::Listener::bind(addr, bind_options)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    info!("listening on {}", listener.local_addr());
+                    listeners.push(listener);
+                }
+                listeners
+                    .iter()
+                    .filter_map(|l| l.listening_fd().map(|fd| fd.as_raw_fd()))
+                    .collect()
+            }
+        };
         let (events, mut inbox) = mpsc::unbounded_channel();
         let mut s = Supervisor {
             exe,
