@@ -451,3 +451,20 @@ fn the_listening_socket_on_fd_0_is_served_by_worker_processes() {
     );
     assert_eq!(Wfcgi::code(w.stop(libc::SIGTERM)), 0, "log:\n{}", w.log());
 }
+
+#[test]
+fn a_worker_stopped_from_outside_is_replaced_and_not_called_a_crash() {
+    let mut w = serve(&["--processes", "1"]);
+    let victim = worker_pid(&w);
+    // SAFETY: kill on a pid this test learned from the worker itself.
+    unsafe { libc::kill(victim as i32, libc::SIGTERM) };
+    let log = Wfcgi::wait_for_text(&w.stderr_path, "exited by itself after draining");
+    assert!(
+        log.contains(&format!("worker {victim} exited by itself")),
+        "{log}"
+    );
+    assert!(!log.contains(" died "), "{log}");
+    served_again(&w, Duration::from_secs(10));
+    assert_ne!(worker_pid(&w), victim);
+    assert_eq!(Wfcgi::code(w.stop(libc::SIGTERM)), 0, "log:\n{}", w.log());
+}

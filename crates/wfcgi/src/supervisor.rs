@@ -574,6 +574,18 @@ impl Supervisor {
             }
             return;
         }
+        if status.success() && w.role == Role::Serving {
+            // It drained and exited by itself: a signal from outside (SIGTERM to the worker,
+            // not to the supervisor), not a crash.
+            warn!(
+                "worker {pid} exited by itself after draining (status 0): something outside stopped it; stop the supervisor ({}) to stop wfcgi. Replacing it",
+                std::process::id()
+            );
+            let slot = &mut self.slots[w.slot];
+            slot.early_deaths = 0;
+            slot.retry_at = Instant::now();
+            return;
+        }
         let when = match (w.role, w.busy) {
             (Role::Incoming, _) => "while starting, before it was ready",
             (_, false) => "before its first request",
