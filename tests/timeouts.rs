@@ -41,8 +41,17 @@ fn a_hung_request_gets_504_and_its_python_stack_is_logged() {
     assert_eq!(status, 504, "{body}");
     assert!(took < Duration::from_secs(5), "{took:?}");
     assert!(!body.contains("app.py"), "no internals in the page: {body}");
+    // The page's request id leads to the log line with the stack.
+    let id = body
+        .split("Request id: ")
+        .nth(1)
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no request id: {body}"));
     let log = w.wait_log("Its Python stack");
-    assert!(log.contains("(GET /sleep"), "{log}");
+    assert!(
+        log.contains(&format!("request{{id={id}}}: wsgi::watchdog: request {id} (GET /sleep")),
+        "{log}"
+    );
     assert!(log.contains("timed out after 1."), "{log}");
     assert!(log.contains("the client got 504 Gateway Timeout"), "{log}");
     assert!(log.contains(SLEEP_FRAME), "{log}");

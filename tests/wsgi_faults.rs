@@ -352,3 +352,63 @@ fn a_queued_request_whose_client_left_is_not_started() {
         w.log()
     );
 }
+
+/// The id on an error page, from its `X-Request-Id` header, checked against the page's text.
+fn page_id(reply: &Reply) -> String {
+    let cgi = reply.cgi();
+    let id = text(cgi.header("X-Request-Id").expect("an X-Request-Id header"));
+    assert!(
+        text(cgi.body).contains(&format!("Request id: {id}")),
+        "{}",
+        text(cgi.body)
+    );
+    id
+}
+
+#[test]
+fn a_500_page_shows_the_request_id_that_leads_to_its_traceback_in_the_log() {
+    let w = Wfcgi::serve_testapp(&[]);
+    let mut c = w.connect();
+    let reply = get(&mut c, "/raise-before");
+    assert_eq!(reply.status(), 500);
+    let id = page_id(&reply);
+    assert_eq!(id.len(), 16, "{id}");
+    assert!(!text(reply.cgi().body).contains("app.py"), "no traceback without debug");
+    // The log line of that request's failure carries the id, and the traceback follows it.
+    let log = w.wait_log("boom before start_response");
+    let at = log
+        .find(&format!("request{{id={id}}}: wsgi::response: the app failed"))
+        .unwrap_or_else(|| panic!("no line with {id}:\n{log}"));
+    assert!(log[at..].contains("RuntimeError: boom before start_response"), "{log}");
+    // Another request gets another id.
+    assert_ne!(page_id(&get(&mut c, "/raise-before")), id);
+    still_serves(&w, &mut c);
+}
+
+#[test]
+fn the_web_servers_request_id_is_used_on_the_page_and_in_the_log() {
+    let w = Wfcgi::serve_testapp(&[]);
+    let nginx = Nginx::start(&w.addr(), PathParams::Wsgi);
+    // nginx passes the header on as HTTP_X_REQUEST_ID (as with `$request_id` set upstream).
+    let r = peers::http(
+        nginx.port,
+        "GET",
+        "/raise-before",
+        &[("X-Request-Id", "edge-7f3a")],
+        b"",
+    );
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(r.header("X-Request-Id"), Some("edge-7f3a"));
+    assert!(r.text().contains("Request id: edge-7f3a"), "{}", r.text());
+    w.wait_log("request{id=edge-7f3a}: wsgi::response");
+    // A value that could not go into a header or a log line unescaped is replaced.
+    let mut c = w.connect();
+    let reply = request(
+        &mut c,
+        "GET",
+        "/raise-before",
+        &[("HTTP_X_REQUEST_ID", "a b\"c")],
+        b"",
+    );
+    assert_eq!(page_id(&reply).len(), 16);
+}

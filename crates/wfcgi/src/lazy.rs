@@ -291,8 +291,8 @@ fn path_from_param(bytes: &[u8]) -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(bytes).into_owned())
 }
 
-/// The CGI response for a rejected request.
-pub(crate) fn rejection_response(why: &Rejection) -> Bytes {
+/// The CGI response for a rejected request (`id`: its request id, shown on the page).
+pub(crate) fn rejection_response(why: &Rejection, id: Option<&str>) -> Bytes {
     let (status, body) = match why {
         Rejection::Busy => (
             "503 Service Unavailable",
@@ -313,13 +313,15 @@ pub(crate) fn rejection_response(why: &Rejection) -> Bytes {
             },
         ),
     };
-    wsgi::error_page(status, &body)
+    wsgi::error_page_for(status, &body, id)
 }
 
 /// Answers a rejected request; never waits (the web server being gone ends it either way).
 fn reply(request: fastcgi::Request, why: Rejection) {
+    let id = wsgi::request_id::request_id(request.params());
+    let _span = tracing::info_span!("request", id = %id).entered();
     let (_params, _body, response) = request.into_parts();
-    response.finish_with(rejection_response(&why), 0);
+    response.finish_with(rejection_response(&why, Some(&id)), 0);
 }
 
 #[cfg(test)]
@@ -404,7 +406,7 @@ mod tests {
 
     #[test]
     fn responses() {
-        let text = |why| String::from_utf8(rejection_response(&why).to_vec()).expect("utf-8");
+        let text = |why| String::from_utf8(rejection_response(&why, None).to_vec()).expect("utf-8");
         let hidden = text(Rejection::Failed(Arc::new(StartFailure {
             message: "secret path".to_string(),
             retryable: true,

@@ -13,7 +13,8 @@ use crate::config::BridgeConfig;
 use crate::environ::{EnvironOptions, EnvironTemplate};
 use crate::input::{Input, InputLimits};
 use crate::loader::{self, LoadError};
-use crate::response::{self, error_page, Outcome, StartResponse};
+use crate::request_id::request_id;
+use crate::response::{self, error_page_for, Outcome, StartResponse};
 use crate::watchdog::Running;
 use crate::{format_exception, stdio};
 use fastcgi::{Body, Params, Response};
@@ -105,7 +106,11 @@ impl Shared {
     }
 
     /// Runs one request on the current (attached) thread: environ, app call, response, finish.
+    /// It is in `running` while it runs, and every log line about it carries its id.
     pub(crate) fn dispatch(&self, py: Python<'_>, params: Params, body: Body, response: Response) {
+        let id = request_id(&params);
+        let _span = tracing::info_span!("request", id = %id).entered();
+        let _running = self.running.register(py, &params, &id, response.expiry());
         let app = match self.app(py) {
             Ok(app) => app,
             Err(err) => {
@@ -114,7 +119,10 @@ impl Shared {
                 } else {
                     LOAD_FAILED_500.to_owned()
                 };
-                response.finish_with(error_page("500 Internal Server Error", &body), 0);
+                response.finish_with(
+                    error_page_for("500 Internal Server Error", &body, Some(&id)),
+                    0,
+                );
                 return;
             }
         };
@@ -126,7 +134,11 @@ impl Shared {
             if len > max {
                 tracing::warn!("request body of {len} bytes refused (max_body_bytes is {max})");
                 response.finish_with(
-                    error_page("413 Payload Too Large", "413 Payload Too Large\n"),
+                    error_page_for(
+                        "413 Payload Too Large",
+                        "413 Payload Too Large\n",
+                        Some(&id),
+                    ),
                     0,
                 );
                 return;
@@ -138,7 +150,7 @@ impl Shared {
             Ok((
                 input,
                 environ,
-                Bound::new(py, StartResponse::new(response))?,
+                Bound::new(py, StartResponse::for_request(response, id.clone()))?,
             ))
         });
         let (input, environ, start) = match prepared {

@@ -32,6 +32,7 @@ pub mod loader;
 mod pool;
 #[cfg(windows)]
 mod python_dll;
+pub mod request_id;
 pub mod response;
 pub mod stdio;
 #[cfg(test)]
@@ -48,7 +49,7 @@ use pyo3::types::PyList;
 pub use config::{BridgeConfig, HandlerSetting, SettingSource, VenvSetting};
 pub use interpreter::PythonInfo;
 pub use loader::LoadError;
-pub use response::error_page;
+pub use response::{error_page, error_page_for};
 
 use crate::dispatch::Shared;
 use fastcgi::{Body, Params, Request, Response};

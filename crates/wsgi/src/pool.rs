@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 
 use crate::dispatch::Shared;
-use crate::response::error_page;
+use crate::response::error_page_for;
 use fastcgi::Request;
 
 /// Python threads get the stack size of a main thread: deep recursion (template engines, ORMs)
@@ -149,6 +149,8 @@ impl Pool {
             Ok(()) => return,
             Err(refused) => refused,
         };
+        let id = crate::request_id::request_id(request.params());
+        let _span = tracing::info_span!("request", id = %id).entered();
         let (_, _, response) = request.into_parts();
         let (status, log) = match refused {
             Refused::Full => (
@@ -158,7 +160,10 @@ impl Pool {
             Refused::Closed => ("503 Service Unavailable", "request refused with 503: shutting down"),
         };
         tracing::warn!("{log}");
-        response.finish_with(error_page(status, "503 Service Unavailable\n"), 0);
+        response.finish_with(
+            error_page_for(status, "503 Service Unavailable\n", Some(&id)),
+            0,
+        );
     }
 
     /// Closes the queue, waits up to `grace` for the threads to finish what was queued.
@@ -219,7 +224,6 @@ fn run_one(shared: &Shared, py: Python<'_>, request: Request) {
         response.finish(1);
         return;
     }
-    let _running = shared.running.register(py, &request, request.expiry());
     let (params, body, response) = request.into_parts();
     let run = catch_unwind(AssertUnwindSafe(|| {
         shared.dispatch(py, params, body, response)

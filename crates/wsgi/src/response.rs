@@ -151,6 +151,8 @@ pub struct StartResponse {
     gone: Option<WriteError>,
     /// The last piece of the response, kept for [`StartResponse::finish`].
     last: Option<Bytes>,
+    /// The request's id, for its error pages.
+    id: Option<std::sync::Arc<str>>,
 }
 
 impl StartResponse {
@@ -161,6 +163,15 @@ impl StartResponse {
             head_sent: false,
             gone: None,
             last: None,
+            id: None,
+        }
+    }
+
+    /// The writer of request `id`'s response: its error pages show the id.
+    pub fn for_request(response: Response, id: std::sync::Arc<str>) -> Self {
+        StartResponse {
+            id: Some(id),
+            ..StartResponse::new(response)
         }
     }
 
@@ -295,7 +306,7 @@ impl StartResponse {
             return;
         }
         self.head = None;
-        let page = error_page(status, body);
+        let page = error_page_for(status, body, self.id.as_deref());
         self.head_sent = true;
         let _ = self.write_raw(py, page, true);
     }
@@ -303,13 +314,28 @@ impl StartResponse {
 
 /// A complete plain-text response: head and body in one piece.
 pub fn error_page(status: &str, body: &str) -> Bytes {
-    let mut out = Vec::with_capacity(128 + body.len());
+    error_page_for(status, body, None)
+}
+
+/// [`error_page`] for request `id`: the page ends with it, and `X-Request-Id` carries it, so
+/// that a visitor's report leads to the request's lines in the log.
+pub fn error_page_for(status: &str, body: &str, id: Option<&str>) -> Bytes {
+    let tail = id.map(|id| format!("\nRequest id: {id}\n"));
+    let tail = tail.as_deref().unwrap_or("");
+    let mut out = Vec::with_capacity(160 + body.len());
     out.extend_from_slice(b"Status: ");
     out.extend_from_slice(status.as_bytes());
-    out.extend_from_slice(b"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
-    out.extend_from_slice(body.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: text/plain; charset=utf-8\r\n");
+    if let Some(id) = id {
+        out.extend_from_slice(b"X-Request-Id: ");
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Content-Length: ");
+    out.extend_from_slice((body.len() + tail.len()).to_string().as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(body.as_bytes());
+    out.extend_from_slice(tail.as_bytes());
     Bytes::from(out)
 }
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
-use crate::response::error_page;
+use crate::response::error_page_for;
 
 /// How often the watchdog looks (a timeout fires up to this late).
 const CHECK_EVERY: Duration = Duration::from_millis(200);
@@ -34,6 +34,8 @@ struct Entry {
     started: Instant,
     /// `GET /path?query`, for the log.
     what: String,
+    /// The request's id (`request_id`).
+    id: Arc<str>,
     expiry: fastcgi::Expiry,
     expired: bool,
 }
@@ -89,10 +91,10 @@ impl Running {
     pub(crate) fn register<'a>(
         &'a self,
         py: Python<'_>,
-        request: &fastcgi::Request,
+        params: &fastcgi::Params,
+        id: &Arc<str>,
         expiry: fastcgi::Expiry,
     ) -> Registered<'a> {
-        let params = request.params();
         // Borrowed until the one allocation of `what` (this is on every request's path).
         let text = |name: &[u8]| String::from_utf8_lossy(params.get(name).unwrap_or(b""));
         let mut path = text(b"REQUEST_URI");
@@ -104,11 +106,12 @@ impl Running {
             thread: thread_ident(py),
             started: Instant::now(),
             what: format!("{} {path}", text(b"REQUEST_METHOD")),
+            id: id.clone(),
             expiry,
             expired: false,
         };
         if let Some(mirror) = self.mirror.get() {
-            mirror.begin(key, &entry.what);
+            mirror.begin(key, &format!("{} (request {id})", entry.what));
         }
         self.lock().insert(key, entry);
         Registered { running: self, key }
@@ -139,20 +142,29 @@ impl Running {
 
     fn expire_older_than(&self, limit: Duration) {
         let now = Instant::now();
-        let due: Vec<(u64, u64, String, Duration, fastcgi::Expiry)> = self
+        let due: Vec<(Arc<str>, u64, String, Duration, fastcgi::Expiry)> = self
             .lock()
-            .iter_mut()
-            .filter(|(_, e)| !e.expired && now.duration_since(e.started) >= limit)
-            .map(|(key, e)| {
+            .values_mut()
+            .filter(|e| !e.expired && now.duration_since(e.started) >= limit)
+            .map(|e| {
                 e.expired = true;
                 let age = now.duration_since(e.started);
-                (*key, e.thread, e.what.clone(), age, e.expiry.clone())
+                (
+                    e.id.clone(),
+                    e.thread,
+                    e.what.clone(),
+                    age,
+                    e.expiry.clone(),
+                )
             })
             .collect();
-        for (key, thread, what, age, expiry) in due {
-            let page = error_page(
+        for (id, thread, what, age, expiry) in due {
+            // The request's span: this line and the hook's carry its id, as its own lines do.
+            let _span = tracing::info_span!("request", id = %id).entered();
+            let page = error_page_for(
                 "504 Gateway Timeout",
                 "504 Gateway Timeout\n\nThe application did not answer in time.\n",
+                Some(&id),
             );
             let holds_connection = expiry.holds_connection();
             let answered = match (expiry.expire(page), holds_connection) {
@@ -170,15 +182,14 @@ impl Running {
                     .into()
             });
             tracing::error!(
-                request = key,
-                "request {key} ({what}) timed out after {:.1} s (WFCGI_REQUEST_TIMEOUT_SECS is {}): {answered}. \
+                "request {id} ({what}) timed out after {:.1} s (WFCGI_REQUEST_TIMEOUT_SECS is {}): {answered}. \
                  The thread running it cannot be stopped and goes on. Its Python stack, most recent call last:\n{stack}",
                 age.as_secs_f64(),
                 limit.as_secs()
             );
             if let Some(hook) = self.hook.get() {
                 hook(&TimedOut {
-                    what: &format!("request {key} ({what}) ran past WFCGI_REQUEST_TIMEOUT_SECS"),
+                    what: &format!("request {id} ({what}) ran past WFCGI_REQUEST_TIMEOUT_SECS"),
                     holds_connection,
                 });
             }
@@ -188,34 +199,35 @@ impl Running {
     /// Logs every running request with its Python stack, stopping nothing.
     pub(crate) fn log_stacks(&self) {
         let now = Instant::now();
-        let mut running: Vec<(u64, u64, String, Duration)> = self
+        let mut running: Vec<(u64, Arc<str>, u64, String, Duration)> = self
             .lock()
             .iter()
             .map(|(key, e)| {
                 (
                     *key,
+                    e.id.clone(),
                     e.thread,
                     e.what.clone(),
                     now.duration_since(e.started),
                 )
             })
             .collect();
+        // Oldest first.
         running.sort_by_key(|r| r.0);
         if running.is_empty() {
             tracing::info!("stacks (SIGUSR1): no request is running");
             return;
         }
-        let threads: Vec<u64> = running.iter().map(|r| r.1).collect();
+        let threads: Vec<u64> = running.iter().map(|r| r.2).collect();
         let mut found = stacks(&threads);
         tracing::info!("stacks (SIGUSR1): {} request(s) running", running.len());
-        for (key, thread, what, age) in running {
+        for (_, id, thread, what, age) in running {
             let stack = found.remove(&thread).unwrap_or_else(|| {
                 "(not available: the thread holds the GIL in native code, or has just finished)"
                     .into()
             });
             tracing::info!(
-                request = key,
-                "request {key} ({what}), running for {:.1} s; its Python stack, most recent call last:\n{stack}",
+                "request {id} ({what}), running for {:.1} s; its Python stack, most recent call last:\n{stack}",
                 age.as_secs_f64()
             );
         }
