@@ -49,7 +49,9 @@ fn a_hung_request_gets_504_and_its_python_stack_is_logged() {
         .unwrap_or_else(|| panic!("no request id: {body}"));
     let log = w.wait_log("Its Python stack");
     assert!(
-        log.contains(&format!("request{{id={id}}}: wsgi::watchdog: request {id} (GET /sleep")),
+        log.contains(&format!(
+            "request{{id={id}}}: wsgi::watchdog: request {id} (GET /sleep"
+        )),
         "{log}"
     );
     assert!(log.contains("timed out after 1."), "{log}");

@@ -373,13 +373,21 @@ fn a_500_page_shows_the_request_id_that_leads_to_its_traceback_in_the_log() {
     assert_eq!(reply.status(), 500);
     let id = page_id(&reply);
     assert_eq!(id.len(), 16, "{id}");
-    assert!(!text(reply.cgi().body).contains("app.py"), "no traceback without debug");
+    assert!(
+        !text(reply.cgi().body).contains("app.py"),
+        "no traceback without debug"
+    );
     // The log line of that request's failure carries the id, and the traceback follows it.
     let log = w.wait_log("boom before start_response");
     let at = log
-        .find(&format!("request{{id={id}}}: wsgi::response: the app failed"))
+        .find(&format!(
+            "request{{id={id}}}: wsgi::response: the app failed"
+        ))
         .unwrap_or_else(|| panic!("no line with {id}:\n{log}"));
-    assert!(log[at..].contains("RuntimeError: boom before start_response"), "{log}");
+    assert!(
+        log[at..].contains("RuntimeError: boom before start_response"),
+        "{log}"
+    );
     // Another request gets another id.
     assert_ne!(page_id(&get(&mut c, "/raise-before")), id);
     still_serves(&w, &mut c);

@@ -566,7 +566,7 @@ impl Driver<'_> {
             body,
             response,
         };
-        let _span = tracing::debug_span!("request", id).entered();
+        let _span = tracing::debug_span!("fastcgi", request = id).entered();
         let Some(lent) = lent else {
             self.ctx.handler.handle(request);
             return;

@@ -316,6 +316,8 @@ mod tests {
             "45",
             "--body-timeout-secs",
             "7",
+            "--access-log",
+            "json",
             "serve",
             "--processes",
             "2",
@@ -363,6 +365,7 @@ mod tests {
             Some(45)
         );
         assert_eq!(resolved.bridge.body_timeout.map(|t| t.as_secs()), Some(7));
+        assert_eq!(resolved.bridge.access_log, wsgi::AccessLog::Json);
         assert_eq!(resolved.listen.len(), 2);
         assert!(!resolved.listen_is_default());
         assert_eq!(resolved.socket_mode, Some(0o600));

@@ -319,7 +319,7 @@ pub(crate) fn rejection_response(why: &Rejection, id: Option<&str>) -> Bytes {
 /// Answers a rejected request; never waits (the web server being gone ends it either way).
 fn reply(request: fastcgi::Request, why: Rejection) {
     let id = wsgi::request_id::request_id(request.params());
-    let _span = tracing::info_span!("request", id = %id).entered();
+    let _span = tracing::error_span!("request", id = %id).entered();
     let (_params, _body, response) = request.into_parts();
     response.finish_with(rejection_response(&why, Some(&id)), 0);
 }

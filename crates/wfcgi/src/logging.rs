@@ -15,9 +15,13 @@ use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::fmt::format::{FormatEvent, FormatFields};
+use tracing_subscriber::fmt::{FmtContext, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
 /// Lines kept in memory until the log file is known: enough for start-up, bounded so that a
@@ -49,21 +53,39 @@ impl Logging {
         let (filter, handle) = reload::Layer::new(filter_for(level));
         let file = FileSink::default();
         let timer = Labelled(label.map(Arc::from));
+        // JSON access lines (`wsgi::access::JSON_TARGET`) are written bare, a JSON object a
+        // line; every other event in the usual form.
+        let usual = || filter_fn(|m| m.target() != wsgi::access::JSON_TARGET);
+        let bare = || filter_fn(|m| m.target() == wsgi::access::JSON_TARGET);
         let stderr_layer = stderr_usable.then(|| {
             tracing_subscriber::fmt::layer()
                 .with_timer(timer.clone())
                 .with_writer(io::stderr)
                 .with_ansi(io::stderr().is_terminal())
+                .with_filter(usual())
+        });
+        let stderr_bare = stderr_usable.then(|| {
+            tracing_subscriber::fmt::layer()
+                .event_format(MessageOnly)
+                .with_writer(io::stderr)
+                .with_filter(bare())
         });
         let file_layer = tracing_subscriber::fmt::layer()
             .with_timer(timer)
             .with_writer(file.clone())
-            .with_ansi(false);
+            .with_ansi(false)
+            .with_filter(usual());
+        let file_bare = tracing_subscriber::fmt::layer()
+            .event_format(MessageOnly)
+            .with_writer(file.clone())
+            .with_filter(bare());
         // A second init (tests) keeps the first subscriber; that is fine.
         let _ = tracing_subscriber::registry()
             .with(filter)
             .with(stderr_layer)
+            .with(stderr_bare)
             .with(file_layer)
+            .with(file_bare)
             .try_init();
         Logging {
             filter: handle,
@@ -100,6 +122,25 @@ impl Logging {
     }
 }
 
+/// An event's message alone, then a newline: the JSON access lines.
+struct MessageOnly;
+
+impl<S, N> FormatEvent<S, N> for MessageOnly
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
 /// The subscriber's usual time, then the process's label when it has one.
 #[derive(Clone)]
 struct Labelled(Option<Arc<str>>);
@@ -124,6 +165,12 @@ fn filter_for(level: Option<&str>) -> EnvFilter {
         .map(str::to_string)
         .or_else(from_env)
         .unwrap_or_else(|| DEFAULT_LEVEL.to_string());
+    // Access lines are on when the access log is (WFCGI_ACCESS_LOG), whatever the level.
+    let directive = format!(
+        "{directive},{}=info,{}=info",
+        wsgi::access::TARGET,
+        wsgi::access::JSON_TARGET
+    );
     EnvFilter::try_new(&directive).unwrap_or_else(|_| {
         // Only RUST_LOG can be invalid here (settings validated the rest).
         eprintln!("wfcgi: ignoring RUST_LOG={directive:?}: not a valid filter; using info");

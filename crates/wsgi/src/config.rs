@@ -84,6 +84,20 @@ pub struct BridgeConfig {
     /// The longest one `wsgi.input` read waits for the body it asked for; past it the read
     /// raises `TimeoutError` and the connection is closed. Default 60 s; `None`: no limit.
     pub body_timeout: Option<Duration>,
+    /// One line per request (`AccessLog::Text` or `Json`), through tracing. Default off: IIS
+    /// and nginx keep their own.
+    pub access_log: AccessLog,
+}
+
+/// The access log's form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLog {
+    #[default]
+    Off,
+    /// A tracing event (target `wfcgi::access`) in the log's usual line form.
+    Text,
+    /// A JSON object per line (target `wfcgi::access_json`, written bare by wfcgi's logging).
+    Json,
 }
 
 impl BridgeConfig {
@@ -105,6 +119,7 @@ impl BridgeConfig {
             shutdown_grace: Duration::from_secs(30),
             request_timeout: None,
             body_timeout: Some(Duration::from_secs(60)),
+            access_log: AccessLog::Off,
         }
     }
 }

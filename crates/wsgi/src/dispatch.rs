@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use pyo3::prelude::*;
 use pyo3::sync::{MutexExt, PyOnceLock};
 
+use crate::access;
 use crate::config::BridgeConfig;
 use crate::environ::{EnvironOptions, EnvironTemplate};
 use crate::input::{Input, InputLimits};
@@ -109,8 +110,9 @@ impl Shared {
     /// It is in `running` while it runs, and every log line about it carries its id.
     pub(crate) fn dispatch(&self, py: Python<'_>, params: Params, body: Body, response: Response) {
         let id = request_id(&params);
-        let _span = tracing::info_span!("request", id = %id).entered();
+        let _span = tracing::error_span!("request", id = %id).entered();
         let _running = self.running.register(py, &params, &id, response.expiry());
+        let access = access::begin(self.config.access_log, &params);
         let app = match self.app(py) {
             Ok(app) => app,
             Err(err) => {
@@ -119,10 +121,11 @@ impl Shared {
                 } else {
                     LOAD_FAILED_500.to_owned()
                 };
-                response.finish_with(
-                    error_page_for("500 Internal Server Error", &body, Some(&id)),
-                    0,
-                );
+                let page = error_page_for("500 Internal Server Error", &body, Some(&id));
+                if let Some(access) = access {
+                    access.end(&id, 500, response::page_body_len(&page));
+                }
+                response.finish_with(page, 0);
                 return;
             }
         };
@@ -133,14 +136,15 @@ impl Shared {
         if let (Some(len), Some(max)) = (content_length, self.limits.max_body_bytes) {
             if len > max {
                 tracing::warn!("request body of {len} bytes refused (max_body_bytes is {max})");
-                response.finish_with(
-                    error_page_for(
-                        "413 Payload Too Large",
-                        "413 Payload Too Large\n",
-                        Some(&id),
-                    ),
-                    0,
+                let page = error_page_for(
+                    "413 Payload Too Large",
+                    "413 Payload Too Large\n",
+                    Some(&id),
                 );
+                if let Some(access) = access {
+                    access.end(&id, 413, response::page_body_len(&page));
+                }
+                response.finish_with(page, 0);
                 return;
             }
         }
@@ -176,6 +180,10 @@ impl Shared {
                 Outcome::Complete | Outcome::ErrorResponse => 0,
                 Outcome::Truncated | Outcome::ClientGone => 1,
             });
+            if let Some(access) = access {
+                let (status, bytes) = start.status_and_bytes();
+                access.end(&id, status, bytes);
+            }
         }
     }
 }

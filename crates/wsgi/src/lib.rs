@@ -20,6 +20,7 @@
 //!   All GIL handling is there, plus the `detach` around single blocking waits (more body, a
 //!   full response buffer, a regular file read).
 
+pub mod access;
 #[cfg(test)]
 mod bridge_tests;
 pub mod config;
@@ -46,7 +47,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-pub use config::{BridgeConfig, HandlerSetting, SettingSource, VenvSetting};
+pub use config::{AccessLog, BridgeConfig, HandlerSetting, SettingSource, VenvSetting};
 pub use interpreter::PythonInfo;
 pub use loader::LoadError;
 pub use response::{error_page, error_page_for};

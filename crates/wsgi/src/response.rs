@@ -153,6 +153,11 @@ pub struct StartResponse {
     last: Option<Bytes>,
     /// The request's id, for its error pages.
     id: Option<std::sync::Arc<str>>,
+    /// The status sent, once the head is (for the access log).
+    status: u16,
+    /// Bytes handed to the connection, head included, and the head's share.
+    sent: u64,
+    head_len: u64,
 }
 
 impl StartResponse {
@@ -164,7 +169,25 @@ impl StartResponse {
             gone: None,
             last: None,
             id: None,
+            status: 0,
+            sent: 0,
+            head_len: 0,
         }
+    }
+
+    /// The status sent (0 if none was) and the body bytes sent: the access log's figures.
+    pub fn status_and_bytes(&self) -> (u16, u64) {
+        (self.status, self.sent.saturating_sub(self.head_len))
+    }
+
+    /// Notes the head about to go out (`Status: NNN ...`), whole or at the start of `out`.
+    fn note_head(&mut self, head: &[u8], head_len: usize) {
+        self.status = head
+            .get(8..11)
+            .and_then(|code| std::str::from_utf8(code).ok())
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        self.head_len = head_len as u64;
     }
 
     /// The writer of request `id`'s response: its error pages show the id.
@@ -197,6 +220,7 @@ impl StartResponse {
         if let Some(e) = self.gone {
             return Err(SendError::Gone(e));
         }
+        self.sent += data.len() as u64;
         if let Some(kept) = self.last.take() {
             // Something followed after all (cannot happen in the paths that keep a last piece,
             // but order must hold whatever they become): send the kept piece first.
@@ -234,9 +258,11 @@ impl StartResponse {
         }
         let mut head = self.head.take()?;
         head.extend_from_slice(b"\r\n");
+        let head_len = head.len();
         if body.len() <= COALESCE_MAX {
             head.extend_from_slice(body);
         }
+        self.note_head(&head, head_len);
         self.head_sent = true;
         Some(head)
     }
@@ -307,6 +333,8 @@ impl StartResponse {
         }
         self.head = None;
         let page = error_page_for(status, body, self.id.as_deref());
+        let head_len = page.len() - page_body_len(&page) as usize;
+        self.note_head(&page, head_len);
         self.head_sent = true;
         let _ = self.write_raw(py, page, true);
     }
@@ -337,6 +365,15 @@ pub fn error_page_for(status: &str, body: &str, id: Option<&str>) -> Bytes {
     out.extend_from_slice(body.as_bytes());
     out.extend_from_slice(tail.as_bytes());
     Bytes::from(out)
+}
+
+/// The body's length in a whole CGI response (an [`error_page`]).
+pub(crate) fn page_body_len(page: &[u8]) -> u64 {
+    let head = page
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(0, |at| at + 4);
+    (page.len() - head) as u64
 }
 
 fn to_bytes(bytes: &Bound<'_, PyBytes>) -> Bytes {

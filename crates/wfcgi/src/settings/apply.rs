@@ -215,6 +215,16 @@ pub(super) fn log_level(value: &Value, r: &mut Resolution<'_>) -> Result<(), Set
     Ok(())
 }
 
+pub(super) fn access_log(value: &Value, r: &mut Resolution<'_>) -> Result<(), SettingsError> {
+    r.settings.bridge.access_log = match value.text.trim().to_ascii_lowercase().as_str() {
+        "" | "off" | "0" | "false" | "no" => wsgi::AccessLog::Off,
+        "text" | "on" | "1" | "true" | "yes" => wsgi::AccessLog::Text,
+        "json" => wsgi::AccessLog::Json,
+        _ => return Err(value.invalid("not an access log form", "use off, text or json")),
+    };
+    Ok(())
+}
+
 pub(super) fn listen(value: &Value, r: &mut Resolution<'_>) -> Result<(), SettingsError> {
     let fix = || {
         format!(

@@ -121,6 +121,7 @@ pub(crate) const WFCGI_MAX_REQUESTS: &str = "WFCGI_MAX_REQUESTS";
 pub(crate) const WFCGI_MAX_REQUESTS_JITTER: &str = "WFCGI_MAX_REQUESTS_JITTER";
 pub(crate) const WFCGI_MAX_RSS_BYTES: &str = "WFCGI_MAX_RSS_BYTES";
 pub(crate) const WFCGI_LOG_LEVEL: &str = "WFCGI_LOG_LEVEL";
+pub(crate) const WFCGI_ACCESS_LOG: &str = "WFCGI_ACCESS_LOG";
 pub(crate) const WFCGI_LISTEN: &str = "WFCGI_LISTEN";
 pub(crate) const WFCGI_SOCKET_MODE: &str = "WFCGI_SOCKET_MODE";
 pub(crate) const WFCGI_MAX_CONNECTIONS: &str = "WFCGI_MAX_CONNECTIONS";
@@ -370,6 +371,15 @@ pub(crate) const SETTINGS: &[Setting] = &[
         doc: "`error`, `warn`, `info`, `debug`, `trace`, or a filter: `info,python.stdout=off`, `warn,wfcgi=debug`. A bare word must be a level.",
         wfastcgi: "New.",
         apply: Apply::Each(apply::log_level),
+    },
+    Setting {
+        name: WFCGI_ACCESS_LOG,
+        flag: flag("--access-log", "FORM"),
+        default: Default::Value("off"),
+        help: "one line per request (time, request id, method, path, status, body bytes, duration, pid) in the log: off, text, or json (a JSON object a line)",
+        doc: "One line per request in the log (stderr and `WSGI_LOG`), whatever `WFCGI_LOG_LEVEL` says: `text` gives the log's usual line form, its time and `request{id=...}` then `GET /path?query 200 13 0.42ms pid=1234`; `json` gives one JSON object a line, `{\"time\":\"2026-12-03T14:00:00.123Z\",\"id\":\"...\",\"method\":\"GET\",\"path\":\"/path?query\",\"status\":200,\"bytes\":13,\"duration_ms\":0.421,\"pid\":1234}`, for log shippers. The id is the one on error pages (`X-Request-Id`). `off` (the default): IIS and nginx keep access logs of their own.",
+        wfastcgi: "New.",
+        apply: Apply::Each(apply::access_log),
     },
     Setting {
         name: WFCGI_LISTEN,
