@@ -90,3 +90,98 @@ fn the_text_access_log_keeps_the_usual_line_form_whatever_the_log_level() {
     assert!(!w.log().contains("INFO wfcgi:"), "{}", w.log());
     w.stop(libc::SIGTERM);
 }
+
+/// `wfcgi request ARGS...` to its end: exit code, stdout, stderr.
+fn wfcgi_request(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
+    use std::io::Write;
+    let python = test_support::wfcgi::repo_path("python");
+    let mut child = std::process::Command::new(test_support::wfcgi::wfcgi_bin())
+        .arg("request")
+        .args(["--app-dir", python.to_str().unwrap()])
+        .args(["--handler", "testapp.app.application"])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn wfcgi_request_runs_one_request_through_the_app_in_process() {
+    let (code, out, err) = wfcgi_request(&["/hello"], b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(
+        out.contains("Content-Length: 13\r\n\r\nHello, World!"),
+        "{out}"
+    );
+
+    // A body from standard input, a header, the method given.
+    let (code, out, err) = wfcgi_request(
+        &["-X", "PUT", "-H", "X-Request-Id: cli-1", "-d", "-", "/echo"],
+        b"from stdin",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with("\r\n\r\nfrom stdin"), "{out}");
+    let (_, out, _) = wfcgi_request(&["--query", "a=1&b=2", "/environ"], b"");
+    assert!(out.contains("\"QUERY_STRING\": \"a=1&b=2\""), "{out}");
+
+    // A 5xx: exit status 1; the traceback on stderr carries the page's request id.
+    let (code, out, err) = wfcgi_request(&["/raise-before"], b"");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.starts_with("HTTP/1.1 500 Internal Server Error\r\n"),
+        "{out}"
+    );
+    let id = out
+        .split("X-Request-Id: ")
+        .nth(1)
+        .and_then(|rest| rest.split("\r\n").next())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        err.contains(&format!(
+            "request{{id={id}}}: wsgi::response: the app failed"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("RuntimeError: boom before start_response"),
+        "{err}"
+    );
+
+    let (code, _, err) = wfcgi_request(&["health"], b"");
+    assert_eq!(code, 2);
+    assert!(err.contains("must start with '/'"), "{err}");
+}
+
+#[test]
+fn wfcgi_request_connects_to_a_running_server_over_tcp_and_unix_sockets() {
+    let dir = test_support::peers::TempDir::new("request-connect");
+    let sock = dir.path().join("s.sock");
+    let unix = format!("unix:{}", sock.display());
+    let mut w = Wfcgi::serve_testapp(&["--listen", &unix]);
+    let tcp = w.addr();
+    for addr in [tcp.as_str(), unix.as_str()] {
+        let (code, out, err) =
+            wfcgi_request(&["--connect", addr, "-d", "over the wire", "/echo"], b"");
+        assert_eq!(code, 0, "{addr}: {err}");
+        assert!(out.ends_with("\r\n\r\nover the wire"), "{addr}: {out}");
+    }
+    let (code, out, _) = wfcgi_request(&["--connect", &tcp, "/raise-before"], b"");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("X-Request-Id: "), "{out}");
+    w.stop(libc::SIGTERM);
+    // Nobody there any more: no response, exit status 3, and why.
+    let (code, _, err) = wfcgi_request(&["--connect", &tcp, "/"], b"");
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains(&format!("cannot reach {tcp}")), "{err}");
+}

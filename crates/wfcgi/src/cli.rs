@@ -21,6 +21,54 @@ pub(crate) enum Command {
     Serve,
     /// Register with (or remove from) IIS: `enable` / `disable`.
     Iis(crate::enable::Options),
+    /// One request, in-process or to a running server.
+    Request(crate::request::Options),
+}
+
+fn request_command() -> clap::Command {
+    clap::Command::new("request")
+        .about(
+            "Send one request through the configured app, in this process (no server needed), or \
+             with --connect to a running FastCGI server; print the response like curl -i. Exit \
+             status: 0, 1 for a 5xx, 3 when no response came",
+        )
+        .arg(
+            Arg::new("path")
+                .value_name("PATH")
+                .default_value("/")
+                .help("the path, with an optional ?query"),
+        )
+        .arg(
+            Arg::new("method")
+                .short('X')
+                .long("request")
+                .value_name("METHOD")
+                .help("the method [default: GET, or POST with -d]"),
+        )
+        .arg(
+            Arg::new("header")
+                .short('H')
+                .long("header")
+                .value_name("NAME: VALUE")
+                .action(ArgAction::Append)
+                .help("a request header (repeatable)"),
+        )
+        .arg(
+            Arg::new("data")
+                .short('d')
+                .long("data")
+                .value_name("DATA")
+                .help("the body: text, @file, or - for standard input"),
+        )
+        .arg(
+            Arg::new("query")
+                .long("query")
+                .value_name("QUERY")
+                .help("the query string (instead of ?query in PATH)"),
+        )
+        .arg(Arg::new("connect").long("connect").value_name("ADDR").help(
+            "a running FastCGI server: HOST:PORT, unix:/path, or on Windows \\\\.\\pipe\\NAME",
+        ))
 }
 
 /// `enable` or `disable`, with the arguments they share.
@@ -122,6 +170,7 @@ pub(crate) fn command() -> clap::Command {
         }
     }
     cmd.subcommand(serve)
+        .subcommand(request_command())
         .subcommand(iis_command(
             "enable",
             "Register wfcgi as an IIS FastCGI application (appcmd); with --app-dir and --handler also \
@@ -188,6 +237,20 @@ impl Cli {
         }
         let command = match matches.subcommand() {
             Some(("serve", _)) => Some(Command::Serve),
+            Some(("request", m)) => {
+                let one = |id: &str| m.get_one::<String>(id).cloned();
+                Some(Command::Request(crate::request::Options {
+                    path: one("path").unwrap_or_else(|| "/".into()),
+                    method: one("method"),
+                    headers: m
+                        .get_many::<String>("header")
+                        .map(|v| v.cloned().collect())
+                        .unwrap_or_default(),
+                    data: one("data"),
+                    query: one("query"),
+                    connect: one("connect"),
+                }))
+            }
             Some((name @ ("enable" | "disable"), m)) => {
                 let number = |id: &str| m.try_get_one::<u32>(id).ok().flatten().copied();
                 let defaults = crate::enable::Options::default();

@@ -31,6 +31,7 @@ mod enable;
 mod handover;
 mod lazy;
 mod logging;
+mod request;
 mod settings;
 mod signals;
 #[cfg(unix)]
@@ -99,6 +100,7 @@ fn main() -> ExitCode {
         },
         #[cfg(not(unix))]
         Some(Command::Serve) => serve(&flags, &env, &cwd),
+        Some(Command::Request(options)) => request::run(&options, &flags, &env, &cwd),
         Some(Command::Iis(options)) => {
             let site = match settings::iis_site(&flags, &cwd, options.enable) {
                 Ok(site) => site,

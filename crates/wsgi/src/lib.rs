@@ -221,6 +221,17 @@ impl Bridge {
         self.shared.dispatch(py, params, body, response);
     }
 
+    /// Runs one request through the app on the calling thread (attaching it), as a pool
+    /// thread would, and returns what it sent: FCGI_STDOUT (the CGI response) and FCGI_STDERR.
+    /// For `wfcgi request`: no server, no socket.
+    pub fn request(&self, params: Params, body: bytes::Bytes) -> (Vec<u8>, Vec<u8>) {
+        let (response, mut capture) = Response::for_test(1);
+        Python::attach(|py| {
+            self.shared.dispatch(py, params, Body::full(body), response);
+        });
+        (capture.stdout().to_vec(), capture.stderr().to_vec())
+    }
+
     /// Which Python is running (`sys.version`, `sys.executable`, `sys.prefix`, libpython).
     pub fn python_info(&self) -> Result<PythonInfo, String> {
         Python::attach(|py| interpreter::python_info(py).map_err(|e| format_exception(py, &e)))
