@@ -185,3 +185,110 @@ fn wfcgi_request_connects_to_a_running_server_over_tcp_and_unix_sockets() {
     assert_eq!(code, 3, "{err}");
     assert!(err.contains(&format!("cannot reach {tcp}")), "{err}");
 }
+
+/// `wfcgi check ARGS...`: exit code and stdout (the report).
+fn wfcgi_check(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(test_support::wfcgi::wfcgi_bin())
+        .arg("check")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("WSGI_HANDLER")
+        .env_remove("WFCGI_VENV")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn wfcgi_check_reports_a_good_setup_with_where_each_setting_came_from() {
+    let site = test_support::peers::TempDir::new("check-good");
+    let python = test_support::wfcgi::repo_path("python");
+    test_support::wfcgi::write_web_config(
+        site.path(),
+        &[
+            ("WSGI_HANDLER", "testapp.app.application"),
+            ("PYTHONPATH", python.to_str().unwrap()),
+        ],
+    );
+    let (code, out) = wfcgi_check(&[
+        "--app-dir",
+        site.path().to_str().unwrap(),
+        "--path",
+        "/hello",
+        "--threads",
+        "3",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let config = site.path().join("web.config");
+    assert!(
+        out.contains(&format!(
+            "WSGI_HANDLER = \"testapp.app.application\" (web.config {} line",
+            config.display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("WFCGI_THREADS = \"3\" (flag --threads)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("WFCGI_BODY_TIMEOUT_SECS = 60 (default)"),
+        "{out}"
+    );
+    assert!(out.contains("Python\n  version: 3."), "{out}");
+    assert!(out.contains(python.to_str().unwrap()), "sys.path: {out}");
+    assert!(out.contains("GET /hello: 200 in "), "{out}");
+    assert!(out.contains("body (13 bytes): \"Hello, World!\""), "{out}");
+    assert!(out.ends_with("All is well.\n"), "{out}");
+
+    let (code, json) = wfcgi_check(&["--app-dir", site.path().to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0);
+    assert!(
+        json.starts_with("{\"ok\":true,\"sections\":[{\"name\":\"Settings\""),
+        "{json}"
+    );
+    assert!(json.trim_end().ends_with("\"problems\":[]}"), "{json}");
+}
+
+#[test]
+fn wfcgi_check_names_the_setting_the_value_and_the_fix_for_each_broken_setup() {
+    let python = test_support::wfcgi::repo_path("python");
+    let python = python.to_str().unwrap();
+    // A handler that does not import: the loader's own explanation.
+    let (code, out) = wfcgi_check(&["--app-dir", python, "--handler", "testapp.nothere.app"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "Problems (1):\n  - --handler = \"testapp.nothere.app\" could not be imported."
+        ),
+        "{out}"
+    );
+    assert!(out.contains("has no attribute 'nothere'"), "{out}");
+    // A venv of another Python.
+    let other = test_support::wfcgi::venv("py312");
+    let (code, out) = wfcgi_check(&["--app-dir", python, "--venv", other.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("was made with Python 3.12"), "{out}");
+    assert!(out.contains("--venv"), "{out}");
+    // An app directory that is not there.
+    let (code, out) = wfcgi_check(&["--app-dir", "/nonexistent/site"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("invalid --app-dir \"/nonexistent/site\" (command line)"),
+        "{out}"
+    );
+    // An app that answers 500.
+    let (code, out) = wfcgi_check(&[
+        "--app-dir",
+        python,
+        "--handler",
+        "testapp.app.application",
+        "--path",
+        "/raise-before",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("GET /raise-before answered 500"), "{out}");
+}

@@ -23,6 +23,29 @@ pub(crate) enum Command {
     Iis(crate::enable::Options),
     /// One request, in-process or to a running server.
     Request(crate::request::Options),
+    /// Everything a start would do, reported.
+    Check(crate::check::Options),
+}
+
+fn check_command() -> clap::Command {
+    clap::Command::new("check")
+        .about(
+            "Check the setup as a real start would resolve it: each setting and where it came \
+             from, the Python and venv, sys.path, the WSGI handler's import, and one request \
+             through the app; each problem with its fix. Exit status 0 when all is well, else 1",
+        )
+        .arg(
+            Arg::new("path")
+                .long("path")
+                .value_name("PATH")
+                .help("the request to try [default: /]"),
+        )
+        .arg(
+            Arg::new("json")
+                .long("json")
+                .action(ArgAction::SetTrue)
+                .help("one JSON object: {ok, sections, problems}"),
+        )
 }
 
 fn request_command() -> clap::Command {
@@ -171,6 +194,7 @@ pub(crate) fn command() -> clap::Command {
     }
     cmd.subcommand(serve)
         .subcommand(request_command())
+        .subcommand(check_command())
         .subcommand(iis_command(
             "enable",
             "Register wfcgi as an IIS FastCGI application (appcmd); with --app-dir and --handler also \
@@ -237,6 +261,10 @@ impl Cli {
         }
         let command = match matches.subcommand() {
             Some(("serve", _)) => Some(Command::Serve),
+            Some(("check", m)) => Some(Command::Check(crate::check::Options {
+                path: m.get_one::<String>("path").cloned(),
+                json: m.get_flag("json"),
+            })),
             Some(("request", m)) => {
                 let one = |id: &str| m.get_one::<String>(id).cloned();
                 Some(Command::Request(crate::request::Options {

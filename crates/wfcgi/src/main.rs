@@ -25,6 +25,7 @@
 //!   known from APPL_PHYSICAL_PATH; a problem then is a 500 and a log line, never an exit:
 //!   under IIS an exit shows only "The FastCGI process exited unexpectedly".
 
+mod check;
 mod cli;
 mod enable;
 #[cfg(unix)]
@@ -101,6 +102,7 @@ fn main() -> ExitCode {
         #[cfg(not(unix))]
         Some(Command::Serve) => serve(&flags, &env, &cwd),
         Some(Command::Request(options)) => request::run(&options, &flags, &env, &cwd),
+        Some(Command::Check(options)) => check::run(&options, &flags, &env, &cwd),
         Some(Command::Iis(options)) => {
             let site = match settings::iis_site(&flags, &cwd, options.enable) {
                 Ok(site) => site,

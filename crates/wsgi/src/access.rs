@@ -81,8 +81,8 @@ impl Access {
     }
 }
 
-/// `s` as a JSON string literal.
-fn json_string(out: &mut String, s: &str) {
+/// Appends `s` as a JSON string literal.
+pub fn json_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {

@@ -221,6 +221,8 @@ pub struct PythonInfo {
     pub base_prefix: String,
     /// The shared library `Py_GetVersion` was resolved from (`None` where unknown).
     pub library: Option<PathBuf>,
+    /// `sys.path`, as the app will import with it.
+    pub sys_path: Vec<String>,
 }
 
 pub fn python_info(py: Python<'_>) -> PyResult<PythonInfo> {
@@ -232,6 +234,7 @@ pub fn python_info(py: Python<'_>) -> PyResult<PythonInfo> {
         prefix: get("prefix")?,
         base_prefix: get("base_prefix")?,
         library: crate::ffi::library_path(),
+        sys_path: sys.getattr("path")?.extract()?,
     })
 }
 
