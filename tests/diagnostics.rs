@@ -292,3 +292,94 @@ fn wfcgi_check_names_the_setting_the_value_and_the_fix_for_each_broken_setup() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("GET /raise-before answered 500"), "{out}");
 }
+
+/// A site folder with `handlers` (the <handlers> XML of web.config, and what else goes in
+/// <configuration>), the test app's settings, a static folder, and an applicationHost.config
+/// registering `registered` (fullPath, arguments).
+fn iis_site(name: &str, handlers: &str, registered: (&str, &str)) -> test_support::peers::TempDir {
+    let site = test_support::peers::TempDir::new(name);
+    let python = test_support::wfcgi::repo_path("python");
+    std::fs::create_dir(site.path().join("static")).unwrap();
+    std::fs::write(
+        site.path().join("web.config"),
+        format!(
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<configuration>\n{handlers}\n  <appSettings>\n    <add key=\"WSGI_HANDLER\" value=\"testapp.app.application\" />\n    <add key=\"PYTHONPATH\" value=\"{}\" />\n  </appSettings>\n</configuration>\n",
+            python.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        site.path().join("applicationHost.config"),
+        format!(
+            "<configuration><system.webServer><fastCgi>\n  <application fullPath=\"{}\" arguments=\"{}\" maxInstances=\"4\" />\n</fastCgi></system.webServer></configuration>\n",
+            registered.0, registered.1
+        ),
+    )
+    .unwrap();
+    site
+}
+
+#[test]
+fn wfcgi_check_finds_the_classic_iis_traps_in_the_sites_web_config() {
+    // wfastcgi's usual setup, pointed at by a scriptProcessor IIS does not know, buffering on,
+    // and /static sent to Python.
+    let site = iis_site(
+        "check-iis-traps",
+        r#"  <system.webServer><handlers>
+    <add name="Python FastCGI" path="*" verb="*" modules="FastCgiModule" scriptProcessor="C:\Python313\python.exe|C:\Python313\Lib\site-packages\wfastcgi.py" resourceType="Unspecified" requireAccess="Script" />
+  </handlers></system.webServer>"#,
+        (r"C:\site\.venv\Scripts\wfcgi.exe", ""),
+    );
+    let apphost = site.path().join("applicationHost.config");
+    let (code, out) = wfcgi_check(&[
+        "--app-dir",
+        site.path().to_str().unwrap(),
+        "--apphostconfig",
+        apphost.to_str().unwrap(),
+        "--path",
+        "/hello",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("Problems (3):"), "{out}");
+    assert!(
+        out.contains("has responseBufferLimit=unset (4194304 bytes, IIS's default)")
+            && out.contains("Fix: responseBufferLimit=\"0\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("every static file goes through Python")
+            && out.contains("<remove name=\"Python FastCGI\" />"),
+        "{out}"
+    );
+    assert!(
+        out.contains(r"matches no FastCGI application registered with IIS (registered: C:\site\.venv\Scripts\wfcgi.exe)"),
+        "{out}"
+    );
+    // The app itself is fine: the request still answers.
+    assert!(out.contains("GET /hello: 200"), "{out}");
+}
+
+#[test]
+fn wfcgi_check_passes_a_site_set_up_as_wfcgi_enable_writes_it() {
+    let site = iis_site(
+        "check-iis-good",
+        r#"  <system.webServer><handlers>
+    <add name="wfcgi" path="*" verb="*" modules="FastCgiModule" scriptProcessor="C:\site\.venv\Scripts\wfcgi.exe" resourceType="Unspecified" requireAccess="Script" responseBufferLimit="0" />
+  </handlers></system.webServer>
+  <location path="static"><system.webServer><handlers><remove name="wfcgi" /></handlers></system.webServer></location>"#,
+        (r"c:\SITE\.venv\Scripts\wfcgi.exe", ""),
+    );
+    let apphost = site.path().join("applicationHost.config");
+    let (code, out) = wfcgi_check(&[
+        "--app-dir",
+        site.path().to_str().unwrap(),
+        "--apphostconfig",
+        apphost.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("IIS site\n  note: the app pool identity's read access"),
+        "{out}"
+    );
+    assert!(out.ends_with("All is well.\n"), "{out}");
+}

@@ -19,6 +19,8 @@ use crate::settings::{self, Environment, Flags, Sources, SETTINGS};
 pub(crate) struct Options {
     pub path: Option<String>,
     pub json: bool,
+    /// IIS's applicationHost.config, to check the site's scriptProcessor against.
+    pub apphostconfig: Option<std::path::PathBuf>,
 }
 
 /// The report, built section by section.
@@ -139,6 +141,19 @@ fn check(report: &mut Report, options: &Options, flags: &Flags, env: &Environmen
             report.problem(warning.clone());
         }
         report.section("Notes", notes);
+    }
+    // The IIS site's traps, when web.config has a FastCGI handler (or on Windows, always).
+    if let Some(config) = &web_config {
+        let (traps, notes) =
+            crate::iis_traps::check(&config.path, options.apphostconfig.as_deref());
+        if !traps.is_empty() || !notes.is_empty() {
+            let mut lines: Vec<String> = traps.iter().map(|t| t.text.clone()).collect();
+            lines.extend(notes.iter().map(|n| format!("note: {n}")));
+            report.section("IIS site", lines);
+            for trap in traps {
+                report.problem(trap.text);
+            }
+        }
     }
     settings::apply_environment(&settings);
     // The app's own log (a traceback) goes to stderr, the report to stdout.

@@ -46,6 +46,12 @@ fn check_command() -> clap::Command {
                 .action(ArgAction::SetTrue)
                 .help("one JSON object: {ok, sections, problems}"),
         )
+        .arg(
+            Arg::new("apphostconfig")
+                .long("apphostconfig")
+                .value_name("FILE")
+                .help("IIS's applicationHost.config, to check the site's scriptProcessor against [default on Windows: %windir%\\System32\\inetsrv\\config\\applicationHost.config]"),
+        )
 }
 
 fn request_command() -> clap::Command {
@@ -264,6 +270,7 @@ impl Cli {
             Some(("check", m)) => Some(Command::Check(crate::check::Options {
                 path: m.get_one::<String>("path").cloned(),
                 json: m.get_flag("json"),
+                apphostconfig: m.get_one::<String>("apphostconfig").map(Into::into),
             })),
             Some(("request", m)) => {
                 let one = |id: &str| m.get_one::<String>(id).cloned();

@@ -30,6 +30,7 @@ mod cli;
 mod enable;
 #[cfg(unix)]
 mod handover;
+mod iis_traps;
 mod lazy;
 mod logging;
 mod request;

@@ -254,7 +254,7 @@ fn check_key(key: &str) -> Result<(), String> {
 }
 
 /// Bytes to text: UTF-8 (with or without a byte-order mark) or UTF-16 with its byte-order mark.
-fn decode(path: &Path, bytes: &[u8]) -> Result<String, WebConfigError> {
+pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<String, WebConfigError> {
     let error = |position, message: String| WebConfigError {
         path: path.to_path_buf(),
         position,
