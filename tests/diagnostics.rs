@@ -383,3 +383,199 @@ fn wfcgi_check_passes_a_site_set_up_as_wfcgi_enable_writes_it() {
     );
     assert!(out.ends_with("All is well.\n"), "{out}");
 }
+
+/// A minimal Debug Adapter Protocol client: requests out, messages in (Content-Length framed).
+struct Dap {
+    stream: std::net::TcpStream,
+    buf: Vec<u8>,
+    seq: u32,
+}
+
+impl Dap {
+    fn connect(port: u16) -> Dap {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(20)))
+                    .unwrap();
+                return Dap {
+                    stream,
+                    buf: Vec::new(),
+                    seq: 0,
+                };
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "debugpy does not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn send(&mut self, command: &str, arguments: &str) {
+        use std::io::Write;
+        self.seq += 1;
+        let body = format!(
+            r#"{{"seq":{},"type":"request","command":"{command}","arguments":{arguments}}}"#,
+            self.seq
+        );
+        write!(self.stream, "Content-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    }
+
+    /// The next message, with its spaces removed (debugpy's JSON has them after `:` and `,`).
+    fn next(&mut self) -> String {
+        use std::io::Read;
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length:"))
+                    .expect("Content-Length")
+                    .trim()
+                    .parse()
+                    .unwrap();
+                if self.buf.len() >= end + 4 + len {
+                    let body = self.buf[end + 4..end + 4 + len].to_vec();
+                    self.buf.drain(..end + 4 + len);
+                    let message = String::from_utf8_lossy(&body).replace(' ', "");
+                    eprintln!("dap <- {}", &message[..message.len().min(300)]);
+                    return message;
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            let n = self.stream.read(&mut chunk).expect("a DAP message");
+            assert!(n > 0, "debugpy closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads messages until one contains every one of `needles`; returns it.
+    fn wait_for(&mut self, needles: &[&str]) -> String {
+        for _ in 0..200 {
+            let message = self.next();
+            if needles.iter().all(|n| message.contains(n)) {
+                return message;
+            }
+        }
+        panic!("no DAP message with {needles:?}");
+    }
+}
+
+#[test]
+fn a_debugger_attaches_through_debugpy_and_stops_at_a_breakpoint_in_the_app() {
+    let venv = test_support::wfcgi::venv("django");
+    let port = test_support::peers::free_port();
+    let app = test_support::wfcgi::repo_path("python/testapp/app.py");
+    let mut w = Wfcgi::serve_testapp(&[
+        "--venv",
+        venv.to_str().unwrap(),
+        "--debugpy",
+        &port.to_string(),
+        "--debugpy-wait",
+    ]);
+    w.wait_log(&format!("debugpy listening on 127.0.0.1:{port}"));
+    // The line of `start_response` in the app's `hello`.
+    let line = std::fs::read_to_string(&app)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("def hello("))
+        .unwrap()
+        + 2;
+    let mut dap = Dap::connect(port);
+    dap.send(
+        "initialize",
+        r#"{"clientID":"wfcgi-test","adapterID":"debugpy","pathFormat":"path","linesStartAt1":true,"columnsStartAt1":true}"#,
+    );
+    dap.wait_for(&[r#""type":"response""#, r#""command":"initialize""#]);
+    dap.send("attach", r#"{"justMyCode":false}"#);
+    dap.wait_for(&[r#""event":"initialized""#]);
+    dap.send(
+        "setBreakpoints",
+        &format!(
+            r#"{{"source":{{"path":"{}"}},"breakpoints":[{{"line":{line}}}]}}"#,
+            app.display()
+        ),
+    );
+    let set = dap.wait_for(&[r#""command":"setBreakpoints""#]);
+    assert!(set.contains(r#""verified":true"#), "{set}");
+    dap.send("configurationDone", "{}");
+    dap.wait_for(&[r#""command":"configurationDone""#]);
+    // The debugger is attached: the app was waiting for it (--debugpy-wait). A request now
+    // stops at the breakpoint.
+    let addr = w.addr();
+    let request = std::thread::spawn(move || {
+        let mut c = test_support::Client::connect(addr.parse().unwrap());
+        let reply = get(&mut c, "/hello", "");
+        (reply.status(), reply.body().to_vec())
+    });
+    let stopped = dap.wait_for(&[r#""event":"stopped""#]);
+    assert!(stopped.contains(r#""reason":"breakpoint""#), "{stopped}");
+    let thread: String = stopped
+        .split(r#""threadId":"#)
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    dap.send("stackTrace", &format!(r#"{{"threadId":{thread}}}"#));
+    let trace = dap.wait_for(&[r#""command":"stackTrace""#]);
+    assert!(trace.contains(r#""name":"hello""#), "{trace}");
+    assert!(trace.contains("testapp/app.py"), "{trace}");
+    assert!(trace.contains(&format!(r#""line":{line}"#)), "{trace}");
+    dap.send("continue", &format!(r#"{{"threadId":{thread}}}"#));
+    let (status, body) = request.join().unwrap();
+    assert_eq!((status, body.as_slice()), (200, &b"Hello, World!"[..]));
+    dap.send("disconnect", "{}");
+    w.stop(libc::SIGTERM);
+}
+
+#[test]
+fn under_worker_processes_one_listens_for_the_debugger_and_the_old_ptvsd_setting_maps_onto_it() {
+    let venv = test_support::wfcgi::venv("django");
+    let port = test_support::peers::free_port();
+    let address = format!("localhost:{port}");
+    let mut w = Wfcgi::serve_with(
+        &[
+            "--app-dir",
+            test_support::wfcgi::repo_path("python").to_str().unwrap(),
+            "--handler",
+            "testapp.app.application",
+            "--venv",
+            venv.to_str().unwrap(),
+            "--processes",
+            "2",
+        ],
+        &|cmd| {
+            cmd.env("WSGI_PTVSD_ADDRESS", &address)
+                .env("WSGI_PTVSD_SECRET", "old");
+        },
+    );
+    let log = w.wait_log(&format!("debugpy listening on localhost:{port}"));
+    assert!(
+        log.contains(&format!("WSGI_PTVSD_ADDRESS \"{address}\" (environment variable) is obsolete (ptvsd): taken as WFCGI_DEBUGPY")),
+        "{log}"
+    );
+    assert!(
+        log.contains("WSGI_PTVSD_SECRET \"old\" (environment variable) is obsolete and ignored"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "the worker of the first slot listens for a debugger on localhost:{port}"
+        )),
+        "{log}"
+    );
+    // Two workers serve; one of them listens, and its line says which (the worker label).
+    std::thread::sleep(Duration::from_millis(500));
+    let log = w.log();
+    let listening: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("debugpy listening on"))
+        .collect();
+    assert_eq!(listening.len(), 1, "{log}");
+    assert!(listening[0].contains(" worker "), "{}", listening[0]);
+    assert!(!log.contains("debugpy cannot listen"), "{log}");
+    w.stop(libc::SIGTERM);
+}

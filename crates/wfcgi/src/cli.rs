@@ -416,6 +416,9 @@ mod tests {
             "7",
             "--access-log",
             "json",
+            "--debugpy",
+            "5678",
+            "--debugpy-wait",
             "serve",
             "--processes",
             "2",
@@ -464,6 +467,11 @@ mod tests {
         );
         assert_eq!(resolved.bridge.body_timeout.map(|t| t.as_secs()), Some(7));
         assert_eq!(resolved.bridge.access_log, wsgi::AccessLog::Json);
+        let debugpy = resolved.bridge.debugpy.clone().expect("--debugpy");
+        assert_eq!(
+            (debugpy.host.as_str(), debugpy.port, debugpy.wait),
+            ("127.0.0.1", 5678, true)
+        );
         assert_eq!(resolved.listen.len(), 2);
         assert!(!resolved.listen_is_default());
         assert_eq!(resolved.socket_mode, Some(0o600));

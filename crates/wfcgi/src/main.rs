@@ -329,7 +329,7 @@ fn serve_worker(
     let loaded = settings::app_dir(flags, env, cwd, None)
         .map_err(|e| e.to_string())
         .and_then(|app_dir| settings::load(flags, env, &app_dir, cwd));
-    let (settings, _) = match loaded {
+    let (mut settings, _) = match loaded {
         Ok(loaded) => loaded,
         // The supervisor read the same settings a moment ago; they changed since (a reload).
         Err(message) => {
@@ -337,6 +337,10 @@ fn serve_worker(
             return startup_failure(&message, Some((&logging, None)));
         }
     };
+    // One port, one process: the debugger listens in the first slot's worker only.
+    if inherited.slot != 0 {
+        settings.bridge.debugpy = None;
+    }
     settings::apply_environment(&settings);
     let logging = Logging::init_labelled(settings.log_level.as_deref(), label);
     // The supervisor has reported the settings; the workers do not repeat it.

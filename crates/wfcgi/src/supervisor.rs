@@ -113,6 +113,12 @@ pub(crate) fn run(
             if processes == 1 { "" } else { "es" }
         );
         s.watch_app(settings)?;
+        if let Some(d) = &settings.bridge.debugpy {
+            info!(
+                "{}: the worker of the first slot listens for a debugger on {}:{} (one port, one process); the others do not",
+                d.described, d.host, d.port
+            );
+        }
         let shutdown = crate::signals::shutdown_signal();
         tokio::pin!(shutdown);
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -309,7 +315,13 @@ impl Supervisor {
         cmd.args(&self.args)
             .env(
                 worker::ENV,
-                format!("{};{};{};{}", keep[0], listen.join(","), keep[1], keep[2]),
+                format!(
+                    "{};{};{};{};{slot}",
+                    keep[0],
+                    listen.join(","),
+                    keep[1],
+                    keep[2]
+                ),
             )
             .stdin(Stdio::null());
         let parent = std::process::id();

@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use crate::settings::{Settings, Workers};
 
 /// The environment variable that makes a process a worker:
-/// `CONTROL_FD;LISTEN_FD,LISTEN_FD...;HANDOVER_FD;SLATE_FD`.
+/// `CONTROL_FD;LISTEN_FD,LISTEN_FD...;HANDOVER_FD;SLATE_FD;SLOT`.
 pub(crate) const ENV: &str = "WFCGI_WORKER";
 
 /// How often resident memory is sampled for `WFCGI_MAX_RSS_BYTES`.
@@ -39,6 +39,8 @@ pub(crate) struct Inherited {
     handover: OwnedFd,
     /// The table of running requests the supervisor reads if this worker dies (`slate`).
     slate: OwnedFd,
+    /// Which of the supervisor's slots this worker serves in (0 for the first).
+    pub(crate) slot: usize,
 }
 
 impl Inherited {
@@ -52,12 +54,13 @@ impl Inherited {
         let text = text.to_string_lossy();
         let bad = || {
             format!(
-                "{ENV}={text:?} is not what the supervisor sets (CONTROL_FD;LISTEN_FD,...;HANDOVER_FD;SLATE_FD): \
+                "{ENV}={text:?} is not what the supervisor sets (CONTROL_FD;LISTEN_FD,...;HANDOVER_FD;SLATE_FD;SLOT): \
                  {ENV} is set by `wfcgi serve --processes` for its workers only; unset it"
             )
         };
         let mut parts = text.split(';');
-        let (Some(control), Some(listeners), Some(handover), Some(slate), None) = (
+        let (Some(control), Some(listeners), Some(handover), Some(slate), Some(slot), None) = (
+            parts.next(),
             parts.next(),
             parts.next(),
             parts.next(),
@@ -83,6 +86,7 @@ impl Inherited {
         let control = fd(control)?;
         let handover = fd(handover)?;
         let slate = fd(slate)?;
+        let slot = slot.trim().parse().map_err(|_| bad())?;
         let listeners = listeners
             .split(',')
             .filter(|p| !p.trim().is_empty())
@@ -96,6 +100,7 @@ impl Inherited {
             listeners,
             handover,
             slate,
+            slot,
         }))
     }
 }
@@ -131,6 +136,7 @@ pub(crate) fn run(
         listeners,
         handover,
         slate,
+        slot: _,
     } = inherited;
     let slate = crate::slate::Slate::open(slate)
         .map_err(|e| format!("the supervisor's table of running requests: {e}"))?;

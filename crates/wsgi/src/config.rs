@@ -87,6 +87,19 @@ pub struct BridgeConfig {
     /// One line per request (`AccessLog::Text` or `Json`), through tracing. Default off: IIS
     /// and nginx keep their own.
     pub access_log: AccessLog,
+    /// Listen for a debugger (debugpy, in the venv) once the interpreter is up.
+    pub debugpy: Option<Debugpy>,
+}
+
+/// `WFCGI_DEBUGPY`: where debugpy listens, and whether to wait for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Debugpy {
+    pub host: String,
+    pub port: u16,
+    /// Wait for a debugger to attach before the first request (`WFCGI_DEBUGPY_WAIT`).
+    pub wait: bool,
+    /// The setting as the user wrote it, for messages.
+    pub described: String,
 }
 
 /// The access log's form.
@@ -120,6 +133,7 @@ impl BridgeConfig {
             request_timeout: None,
             body_timeout: Some(Duration::from_secs(60)),
             access_log: AccessLog::Off,
+            debugpy: None,
         }
     }
 }

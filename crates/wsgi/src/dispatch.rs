@@ -113,6 +113,9 @@ impl Shared {
         let _span = tracing::error_span!("request", id = %id).entered();
         let _running = self.running.register(py, &params, &id, response.expiry());
         let access = access::begin(self.config.access_log, &params);
+        if self.config.debugpy.is_some() {
+            crate::debugpy::trace_this_thread(py);
+        }
         let app = match self.app(py) {
             Ok(app) => app,
             Err(err) => {

@@ -24,6 +24,7 @@ pub mod access;
 #[cfg(test)]
 mod bridge_tests;
 pub mod config;
+mod debugpy;
 mod dispatch;
 pub mod environ;
 mod ffi;
@@ -47,7 +48,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-pub use config::{AccessLog, BridgeConfig, HandlerSetting, SettingSource, VenvSetting};
+pub use config::{AccessLog, BridgeConfig, Debugpy, HandlerSetting, SettingSource, VenvSetting};
 pub use interpreter::PythonInfo;
 pub use loader::LoadError;
 pub use response::{error_page, error_page_for};
@@ -170,6 +171,9 @@ impl Bridge {
         let shared = Python::attach(|py| -> PyResult<Shared> {
             interpreter::prepare_sys_path(py, &app_dir, &config.python_path)?;
             stdio::install(py)?;
+            if let Some(d) = &config.debugpy {
+                debugpy::start(py, d);
+            }
             Shared::new(py, config)
         })
         .map_err(|err| StartError::Python(Python::attach(|py| format_exception(py, &err))))?;

@@ -347,11 +347,72 @@ pub(super) fn restart_file_regex(
     Ok(())
 }
 
+pub(super) fn debugpy(value: &Value, r: &mut Resolution<'_>) -> Result<(), SettingsError> {
+    let text = value.text.trim();
+    if text.is_empty() || text.eq_ignore_ascii_case("none") || text.eq_ignore_ascii_case("off") {
+        r.settings.bridge.debugpy = None;
+        return Ok(());
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) => (host.trim_matches(|c| c == '[' || c == ']'), port),
+        None => ("127.0.0.1", text),
+    };
+    let port: u16 = port.parse().ok().filter(|&p| p > 0).ok_or_else(|| {
+        value.invalid(
+            "not a port (1-65535)",
+            "write PORT or HOST:PORT, e.g. 5678 or 0.0.0.0:5678",
+        )
+    })?;
+    let wait = r.settings.bridge.debugpy.as_ref().is_some_and(|d| d.wait);
+    r.settings.bridge.debugpy = Some(wsgi::Debugpy {
+        host: if host.is_empty() {
+            "127.0.0.1".into()
+        } else {
+            host.into()
+        },
+        port,
+        wait,
+        described: value.describe(),
+    });
+    Ok(())
+}
+
+pub(super) fn debugpy_wait(value: &Value, r: &mut Resolution<'_>) -> Result<(), SettingsError> {
+    let on = value.text.trim().is_empty() || parse_bool(value)?;
+    match r.settings.bridge.debugpy.as_mut() {
+        Some(d) => d.wait = on,
+        None if on => r.settings.warnings.push(format!(
+            "{} is ignored without WFCGI_DEBUGPY (--debugpy PORT): there is no debugger to wait for",
+            value.describe()
+        )),
+        None => {}
+    }
+    Ok(())
+}
+
 pub(super) fn obsolete_ptvsd(value: &Value, r: &mut Resolution<'_>) -> Result<(), SettingsError> {
+    if value.name == WSGI_PTVSD_ADDRESS && r.settings.bridge.debugpy.is_none() {
+        let text = value.text.trim().trim_start_matches("tcp://");
+        let text = text.rsplit_once('@').map_or(text, |(_, addr)| addr);
+        let mapped = Value {
+            text: text.to_string(),
+            ..value.clone()
+        };
+        debugpy(&mapped, r)?;
+        r.settings.warnings.push(format!(
+            "{} is obsolete (ptvsd): taken as WFCGI_DEBUGPY={text:?}; debugpy, its successor, must be installed in the venv. Set WFCGI_DEBUGPY instead",
+            value.describe()
+        ));
+        return Ok(());
+    }
     r.settings.warnings.push(format!(
-        "{} ({}) is obsolete and ignored: ptvsd remote debugging is not supported; \
-         debugpy support is planned",
-        value.name, value.origin
+        "{} is obsolete and ignored: {}",
+        value.describe(),
+        if value.name == WSGI_PTVSD_SECRET {
+            "debugpy (ptvsd's successor, WFCGI_DEBUGPY) has no secret: listen on 127.0.0.1 and tunnel to it"
+        } else {
+            "WFCGI_DEBUGPY is set and wins"
+        }
     ));
     Ok(())
 }

@@ -1148,11 +1148,13 @@ mod tests {
         assert_eq!(
             s.warnings,
             [
-                "WSGI_PTVSD_SECRET (web.config /site/web.config line 3) is obsolete and ignored: ptvsd remote debugging is not supported; debugpy support is planned",
-                "WSGI_PTVSD_ADDRESS (environment variable) is obsolete and ignored: ptvsd remote debugging is not supported; debugpy support is planned",
+                "WSGI_PTVSD_SECRET \"s\" (web.config /site/web.config line 3) is obsolete and ignored: debugpy (ptvsd's successor, WFCGI_DEBUGPY) has no secret: listen on 127.0.0.1 and tunnel to it",
+                "WSGI_PTVSD_ADDRESS \"0.0.0.0:5678\" (environment variable) is obsolete (ptvsd): taken as WFCGI_DEBUGPY=\"0.0.0.0:5678\"; debugpy, its successor, must be installed in the venv. Set WFCGI_DEBUGPY instead",
                 "APPINSIGHTS_INSTRUMENTATIONKEY (web.config /site/web.config line 4) is ignored: wfastcgi's Application Insights wrapper is deprecated; add OpenTelemetry middleware to the app instead",
             ]
         );
+        let debugpy = s.bridge.debugpy.expect("mapped onto WFCGI_DEBUGPY");
+        assert_eq!((debugpy.host.as_str(), debugpy.port), ("0.0.0.0", 5678));
         let s = Case {
             flags: &[],
             web: &[(WSGI_RESTART_FILE_REGEX, r".*\.py$")],

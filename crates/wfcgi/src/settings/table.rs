@@ -99,6 +99,8 @@ pub(crate) const WSGI_LOG: &str = "WSGI_LOG";
 pub(crate) const WSGI_RESTART_FILE_REGEX: &str = "WSGI_RESTART_FILE_REGEX";
 pub(crate) const SCRIPT_NAME: &str = "SCRIPT_NAME";
 pub(crate) const ALLOW_PATH_INFO: &str = "AllowPathInfoForScriptMappings";
+pub(crate) const WFCGI_DEBUGPY: &str = "WFCGI_DEBUGPY";
+pub(crate) const WFCGI_DEBUGPY_WAIT: &str = "WFCGI_DEBUGPY_WAIT";
 pub(crate) const WSGI_PTVSD_SECRET: &str = "WSGI_PTVSD_SECRET";
 pub(crate) const WSGI_PTVSD_ADDRESS: &str = "WSGI_PTVSD_ADDRESS";
 pub(crate) const APPINSIGHTS: &str = "APPINSIGHTS_INSTRUMENTATIONKEY";
@@ -155,9 +157,8 @@ const fn obsolete_ptvsd(name: &'static str) -> Setting {
         name,
         flag: None,
         default: Default::Text("none"),
-        help:
-            "obsolete (ptvsd remote debugging): ignored with a warning; debugpy support is planned",
-        doc: "Ignored with a warning: ptvsd is obsolete. debugpy support is planned.",
+        help: "obsolete (ptvsd remote debugging): WSGI_PTVSD_ADDRESS becomes WFCGI_DEBUGPY, with a warning; the secret is ignored",
+        doc: "ptvsd is obsolete; its successor is debugpy. `WSGI_PTVSD_ADDRESS` (`host:port`) is taken as `WFCGI_DEBUGPY` when that is not set, with a warning; `WSGI_PTVSD_SECRET` is ignored with a warning (debugpy has no secret: listen on 127.0.0.1 and tunnel).",
         wfastcgi: "wfastcgi enabled ptvsd remote debugging.",
         apply: Apply::Each(apply::obsolete_ptvsd),
     }
@@ -487,6 +488,24 @@ pub(crate) const SETTINGS: &[Setting] = &[
         doc: "With the proxy handler: the venv's `activate_this.py` or `python.exe`, used as `--venv`. `--venv` / `WFCGI_VENV` win over it (with a warning). Without either, a warning and no venv.",
         wfastcgi: "Same.",
         apply: Apply::Rule("resolve_handler_and_venv"),
+    },
+    Setting {
+        name: WFCGI_DEBUGPY,
+        flag: flag("--debugpy", "[HOST:]PORT"),
+        default: Default::Text("none"),
+        help: "listen for a debugger (debugpy, installed in the venv) on this port, 127.0.0.1 unless a host is given",
+        doc: "The embedded interpreter listens for a debugger through debugpy (`pip install debugpy` in the app's venv) once the venv is active, before the app is loaded: attach VS Code's \"Python: Remote Attach\" (or any DAP client) to this host and port. `5678` listens on 127.0.0.1 only; `0.0.0.0:5678` on every interface (debugpy has no authentication: tunnel instead where you can). Without debugpy in the venv, or with the port taken, the log says so and the app runs without a debugger. Under `WFCGI_PROCESSES` the worker of the first slot listens (one port, one process), and the log names it.",
+        wfastcgi: "The successor of `WSGI_PTVSD_SECRET` / `WSGI_PTVSD_ADDRESS`.",
+        apply: Apply::Each(apply::debugpy),
+    },
+    Setting {
+        name: WFCGI_DEBUGPY_WAIT,
+        flag: switch("--debugpy-wait"),
+        default: Default::Value("false"),
+        help: "with --debugpy: wait for the debugger to attach before the first request; present = on, unless 0/false/no/off",
+        doc: "With `WFCGI_DEBUGPY`: start-up waits for a debugger to attach, so that a breakpoint in the first request (or in the app's import) is hit.",
+        wfastcgi: "New.",
+        apply: Apply::Each(apply::debugpy_wait),
     },
     obsolete_ptvsd(WSGI_PTVSD_SECRET),
     obsolete_ptvsd(WSGI_PTVSD_ADDRESS),
