@@ -841,3 +841,45 @@ fn under_iis_a_hung_request_gets_504_with_its_stack_logged_and_the_process_makes
         "the app's frame: {logged}"
     );
 }
+
+#[test]
+fn wfcgi_exe_check_finds_a_site_with_no_fastcgi_handler_and_request_answers_in_process() {
+    let env = WindowsEnv::get();
+    // A web.config with the app's settings only: IIS would send nothing to wfcgi.
+    let (site, site_dir) = testapp_site("wine-check", &[]);
+    let out = env
+        .command(&test_support::wine::wfcgi_exe())
+        .args(["check", "--app-dir", &site_dir, "--path", "/hello"])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(report.contains("has no FastCGI handler"), "{report}");
+    assert!(
+        report.contains(&format!("wfcgi enable --app-dir {}", site_dir)),
+        "{report}"
+    );
+    assert!(
+        report.contains("version: 3.13"),
+        "the Windows CPython: {report}"
+    );
+    assert!(report.contains("GET /hello: 200"), "{report}");
+
+    let out = env
+        .command(&test_support::wine::wfcgi_exe())
+        .args([
+            "request",
+            "--app-dir",
+            &site_dir,
+            "-d",
+            "from wine",
+            "/echo",
+        ])
+        .output()
+        .unwrap();
+    let response = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{response}");
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.ends_with("\r\n\r\nfrom wine"), "{response}");
+    drop(site);
+}
