@@ -25,23 +25,24 @@ use tracing::{debug, warn};
 const SEND_WAIT: Duration = Duration::from_millis(500);
 
 /// A socket pair for handing connections over: the supervisor keeps one end, the worker
-/// inherits the other. Both close on exec; the worker's end is kept open for its exec only.
+/// inherits the other. Both close on exec; the worker's end is kept open for its exec only
+/// (`supervisor::child_setup`). The supervisor starts workers from its one thread, so no
+/// other thread can fork between the pair's creation and `set_cloexec`.
 pub(crate) fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: socketpair writes two descriptors into the two-element array.
-    let rc = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
+    let rc = unsafe { libc::socketpair(libc::AF_UNIX, PAIR_TYPE, 0, fds.as_mut_ptr()) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: socketpair succeeded: both are open descriptors owned by nothing else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    let pair = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    if PAIR_TYPE == libc::SOCK_SEQPACKET {
+        // No SOCK_CLOEXEC here: set right after, on the supervisor's one thread.
+        set_cloexec(pair.0.as_raw_fd())?;
+        set_cloexec(pair.1.as_raw_fd())?;
+    }
+    Ok(pair)
 }
 
 /// One end of a hand-over socket pair.
@@ -158,6 +159,16 @@ impl fastcgi::HandOver for WorkerSide {
     }
 }
 
+fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor this process owns.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    // SAFETY: as above.
+    if flags == -1 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl on a descriptor this process owns.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
@@ -203,6 +214,18 @@ fn send_fd(socket: RawFd, fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// The pair is close-on-exec from the start where the system can say so.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+const PAIR_TYPE: libc::c_int = libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC;
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+const PAIR_TYPE: libc::c_int = libc::SOCK_SEQPACKET;
+
+/// A received descriptor is close-on-exec from the start where the system can say so.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+const RECV_FLAGS: libc::c_int = libc::MSG_CMSG_CLOEXEC;
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+const RECV_FLAGS: libc::c_int = 0;
+
 enum Received {
     Fd(OwnedFd),
     /// A message without a descriptor (none is sent so; skipped).
@@ -225,7 +248,7 @@ fn recv_fd(socket: RawFd) -> io::Result<Received> {
         msg.msg_iovlen = 1;
         msg.msg_control = control.buf.as_mut_ptr().cast();
         msg.msg_controllen = std::mem::size_of::<ControlBuffer>() as _;
-        let n = libc::recvmsg(socket, &mut msg, libc::MSG_CMSG_CLOEXEC);
+        let n = libc::recvmsg(socket, &mut msg, RECV_FLAGS);
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -240,7 +263,11 @@ fn recv_fd(socket: RawFd) -> io::Result<Received> {
             return Ok(Received::Nothing);
         }
         let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
-        Ok(Received::Fd(OwnedFd::from_raw_fd(fd)))
+        let fd = OwnedFd::from_raw_fd(fd);
+        if RECV_FLAGS == 0 {
+            set_cloexec(fd.as_raw_fd())?;
+        }
+        Ok(Received::Fd(fd))
     }
 }
 
