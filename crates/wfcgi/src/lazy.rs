@@ -321,7 +321,7 @@ fn reply(request: fastcgi::Request, why: Rejection) {
     let id = wsgi::request_id::request_id(request.params());
     let _span = tracing::error_span!("request", id = %id).entered();
     let (_params, _body, response) = request.into_parts();
-    response.finish_with(rejection_response(&why, Some(&id)), 0);
+    response.finish_with(rejection_response(&why, Some(&id.to_string())), 0);
 }
 
 #[cfg(test)]

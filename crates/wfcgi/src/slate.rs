@@ -161,8 +161,18 @@ impl Slate {
 }
 
 impl wsgi::watchdog::Mirror for Slate {
-    fn begin(&self, key: u64, what: &str) {
-        Slate::begin(self, key, what);
+    fn begin(&self, key: u64, what: std::fmt::Arguments<'_>) {
+        // Formatted on the stack: the slot holds at most TEXT_MAX bytes anyway.
+        let mut buf = Truncating {
+            buf: [0; TEXT_MAX],
+            len: 0,
+        };
+        let _ = std::fmt::Write::write_fmt(&mut buf, what);
+        let text = truncated(
+            std::str::from_utf8(&buf.buf[..buf.len]).unwrap_or(""),
+            TEXT_MAX,
+        );
+        Slate::begin(self, key, text);
     }
     fn end(&self) {
         Slate::end(self);
@@ -173,6 +183,22 @@ impl Drop for Slate {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `map`, unmapped once.
         unsafe { libc::munmap(self.base.cast(), self.slots * SLOT) };
+    }
+}
+
+/// A fixed buffer that keeps what fits, cut at a character boundary.
+struct Truncating {
+    buf: [u8; TEXT_MAX],
+    len: usize,
+}
+
+impl std::fmt::Write for Truncating {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let room = TEXT_MAX - self.len;
+        let s = truncated(s, room);
+        self.buf[self.len..self.len + s.len()].copy_from_slice(s.as_bytes());
+        self.len += s.len();
+        Ok(())
     }
 }
 

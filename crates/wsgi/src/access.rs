@@ -8,9 +8,8 @@
 use std::fmt::Write as _;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use fastcgi::Params;
-
 use crate::config::AccessLog;
+use crate::request_id::Head;
 
 /// The target of text access lines.
 pub const TARGET: &str = "wfcgi::access";
@@ -26,31 +25,30 @@ pub(crate) struct Access {
 }
 
 /// Starts timing a request, if the access log is on.
-pub(crate) fn begin(form: AccessLog, params: &Params) -> Option<Access> {
+pub(crate) fn begin(form: AccessLog, head: &Head<'_>) -> Option<Access> {
     if form == AccessLog::Off {
         return None;
     }
-    let text = |name: &[u8]| String::from_utf8_lossy(params.get(name).unwrap_or(b"")).into_owned();
-    let mut path = text(b"REQUEST_URI");
+    let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+    let mut path = text(head.uri);
     if path.is_empty() {
-        path = text(b"PATH_INFO");
-        let query = text(b"QUERY_STRING");
-        if !query.is_empty() {
+        path = text(head.path_info);
+        if !head.query.is_empty() {
             path.push('?');
-            path.push_str(&query);
+            path.push_str(&text(head.query));
         }
     }
     Some(Access {
         form,
         started: Instant::now(),
-        method: text(b"REQUEST_METHOD"),
+        method: text(head.method),
         path,
     })
 }
 
 impl Access {
     /// The request ended: its line. `status` 0: nothing was sent.
-    pub(crate) fn end(self, id: &str, status: u16, bytes: u64) {
+    pub(crate) fn end(self, id: &crate::request_id::RequestId, status: u16, bytes: u64) {
         let ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let pid = std::process::id();
         match self.form {
@@ -66,7 +64,7 @@ impl Access {
                 line.push_str("{\"time\":\"");
                 rfc3339_now(&mut line);
                 line.push_str("\",\"id\":");
-                json_string(&mut line, id);
+                json_string(&mut line, &id.to_string());
                 line.push_str(",\"method\":");
                 json_string(&mut line, &self.method);
                 line.push_str(",\"path\":");

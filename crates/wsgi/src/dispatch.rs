@@ -14,7 +14,7 @@ use crate::config::BridgeConfig;
 use crate::environ::{EnvironOptions, EnvironTemplate};
 use crate::input::{Input, InputLimits};
 use crate::loader::{self, LoadError};
-use crate::request_id::request_id;
+use crate::request_id::{id_for, Head};
 use crate::response::{self, error_page_for, Outcome, StartResponse};
 use crate::watchdog::Running;
 use crate::{format_exception, stdio};
@@ -109,10 +109,13 @@ impl Shared {
     /// Runs one request on the current (attached) thread: environ, app call, response, finish.
     /// It is in `running` while it runs, and every log line about it carries its id.
     pub(crate) fn dispatch(&self, py: Python<'_>, params: Params, body: Body, response: Response) {
-        let id = request_id(&params);
+        let head = Head::of(&params);
+        let id = id_for(&head);
         let _span = tracing::error_span!("request", id = %id).entered();
-        let _running = self.running.register(py, &params, &id, response.expiry());
-        let access = access::begin(self.config.access_log, &params);
+        let _running = self
+            .running
+            .register(py, &params, &head, &id, response.expiry());
+        let access = access::begin(self.config.access_log, &head);
         if self.config.debugpy.is_some() {
             crate::debugpy::trace_this_thread(py);
         }
@@ -124,7 +127,8 @@ impl Shared {
                 } else {
                     LOAD_FAILED_500.to_owned()
                 };
-                let page = error_page_for("500 Internal Server Error", &body, Some(&id));
+                let page =
+                    error_page_for("500 Internal Server Error", &body, Some(&id.to_string()));
                 if let Some(access) = access {
                     access.end(&id, 500, response::page_body_len(&page));
                 }
@@ -142,7 +146,7 @@ impl Shared {
                 let page = error_page_for(
                     "413 Payload Too Large",
                     "413 Payload Too Large\n",
-                    Some(&id),
+                    Some(&id.to_string()),
                 );
                 if let Some(access) = access {
                     access.end(&id, 413, response::page_body_len(&page));

@@ -161,7 +161,7 @@ impl Pool {
         };
         tracing::warn!("{log}");
         response.finish_with(
-            error_page_for(status, "503 Service Unavailable\n", Some(&id)),
+            error_page_for(status, "503 Service Unavailable\n", Some(&id.to_string())),
             0,
         );
     }

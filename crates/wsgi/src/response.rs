@@ -152,7 +152,7 @@ pub struct StartResponse {
     /// The last piece of the response, kept for [`StartResponse::finish`].
     last: Option<Bytes>,
     /// The request's id, for its error pages.
-    id: Option<std::sync::Arc<str>>,
+    id: Option<crate::request_id::RequestId>,
     /// The status sent, once the head is (for the access log).
     status: u16,
     /// Bytes handed to the connection, head included, and the head's share.
@@ -191,7 +191,7 @@ impl StartResponse {
     }
 
     /// The writer of request `id`'s response: its error pages show the id.
-    pub fn for_request(response: Response, id: std::sync::Arc<str>) -> Self {
+    pub fn for_request(response: Response, id: crate::request_id::RequestId) -> Self {
         StartResponse {
             id: Some(id),
             ..StartResponse::new(response)
@@ -332,7 +332,8 @@ impl StartResponse {
             return;
         }
         self.head = None;
-        let page = error_page_for(status, body, self.id.as_deref());
+        let id = self.id.as_ref().map(ToString::to_string);
+        let page = error_page_for(status, body, id.as_deref());
         let head_len = page.len() - page_body_len(&page) as usize;
         self.note_head(&page, head_len);
         self.head_sent = true;

@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
+use bytes::Bytes;
+
+use crate::request_id::{Head, RequestId};
 use crate::response::error_page_for;
 
 /// How often the watchdog looks (a timeout fires up to this late).
@@ -27,18 +30,50 @@ const CHECK_EVERY: Duration = Duration::from_millis(200);
 /// The longest wait for the GIL to read stacks.
 const STACK_WAIT: Duration = Duration::from_secs(3);
 
-/// A request being run.
+/// A request being run. Its method and path share the params' memory: registering copies
+/// nothing (this is on every request's path).
 struct Entry {
     /// `threading.get_ident()` of the thread running it.
     thread: u64,
     started: Instant,
-    /// `GET /path?query`, for the log.
-    what: String,
-    /// The request's id (`request_id`).
-    id: Arc<str>,
+    method: Bytes,
+    /// `REQUEST_URI`, else `PATH_INFO`.
+    path: Bytes,
+    id: RequestId,
     expiry: fastcgi::Expiry,
     expired: bool,
 }
+
+impl Entry {
+    /// `GET /path?query`, for the log.
+    fn what(&self) -> String {
+        format!(
+            "{} {}",
+            String::from_utf8_lossy(&self.method),
+            String::from_utf8_lossy(&self.path)
+        )
+    }
+}
+
+/// The registry's keys are a counter: hashing them is not needed.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Keyed<V> = HashMap<u64, V, std::hash::BuildHasherDefault<KeyHasher>>;
 
 /// A request that ran past the request timeout, as the timeout hook is told of it.
 pub struct TimedOut<'a> {
@@ -55,13 +90,14 @@ pub type TimeoutHook = Box<dyn Fn(&TimedOut<'_>) + Send + Sync>;
 /// Told, on the thread running it, when each request starts and ends: a copy of what runs
 /// that outlives the process (a worker's supervisor reads it after a crash).
 pub trait Mirror: Send + Sync {
-    fn begin(&self, key: u64, what: &str);
+    /// `what`: `GET /path (request ID)`, formatted by the mirror into its own space.
+    fn begin(&self, key: u64, what: std::fmt::Arguments<'_>);
     fn end(&self);
 }
 
 #[derive(Default)]
 pub(crate) struct Running {
-    entries: Mutex<HashMap<u64, Entry>>,
+    entries: Mutex<Keyed<Entry>>,
     next: AtomicU64,
     hook: OnceLock<TimeoutHook>,
     mirror: OnceLock<Box<dyn Mirror>>,
@@ -83,7 +119,7 @@ impl Drop for Registered<'_> {
 }
 
 impl Running {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Keyed<Entry>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -92,26 +128,39 @@ impl Running {
         &'a self,
         py: Python<'_>,
         params: &fastcgi::Params,
-        id: &Arc<str>,
+        head: &Head<'_>,
+        id: &RequestId,
         expiry: fastcgi::Expiry,
     ) -> Registered<'a> {
-        // Borrowed until the one allocation of `what` (this is on every request's path).
-        let text = |name: &[u8]| String::from_utf8_lossy(params.get(name).unwrap_or(b""));
-        let mut path = text(b"REQUEST_URI");
-        if path.is_empty() {
-            path = text(b"PATH_INFO");
-        }
+        // Slices of the params' own buffer: no copy.
+        let stream = params.stream();
+        let part = |v: &[u8]| {
+            if v.is_empty() {
+                Bytes::new()
+            } else {
+                stream.slice_ref(v)
+            }
+        };
+        let path = part(head.path());
         let key = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let entry = Entry {
             thread: thread_ident(py),
             started: Instant::now(),
-            what: format!("{} {path}", text(b"REQUEST_METHOD")),
+            method: part(head.method),
+            path,
             id: id.clone(),
             expiry,
             expired: false,
         };
         if let Some(mirror) = self.mirror.get() {
-            mirror.begin(key, &format!("{} (request {id})", entry.what));
+            mirror.begin(
+                key,
+                format_args!(
+                    "{} {} (request {id})",
+                    String::from_utf8_lossy(&entry.method),
+                    String::from_utf8_lossy(&entry.path)
+                ),
+            );
         }
         self.lock().insert(key, entry);
         Registered { running: self, key }
@@ -142,20 +191,14 @@ impl Running {
 
     fn expire_older_than(&self, limit: Duration) {
         let now = Instant::now();
-        let due: Vec<(Arc<str>, u64, String, Duration, fastcgi::Expiry)> = self
+        let due: Vec<(RequestId, u64, String, Duration, fastcgi::Expiry)> = self
             .lock()
             .values_mut()
             .filter(|e| !e.expired && now.duration_since(e.started) >= limit)
             .map(|e| {
                 e.expired = true;
                 let age = now.duration_since(e.started);
-                (
-                    e.id.clone(),
-                    e.thread,
-                    e.what.clone(),
-                    age,
-                    e.expiry.clone(),
-                )
+                (e.id.clone(), e.thread, e.what(), age, e.expiry.clone())
             })
             .collect();
         for (id, thread, what, age, expiry) in due {
@@ -164,7 +207,7 @@ impl Running {
             let page = error_page_for(
                 "504 Gateway Timeout",
                 "504 Gateway Timeout\n\nThe application did not answer in time.\n",
-                Some(&id),
+                Some(&id.to_string()),
             );
             let holds_connection = expiry.holds_connection();
             let answered = match (expiry.expire(page), holds_connection) {
@@ -199,7 +242,7 @@ impl Running {
     /// Logs every running request with its Python stack, stopping nothing.
     pub(crate) fn log_stacks(&self) {
         let now = Instant::now();
-        let mut running: Vec<(u64, Arc<str>, u64, String, Duration)> = self
+        let mut running: Vec<(u64, RequestId, u64, String, Duration)> = self
             .lock()
             .iter()
             .map(|(key, e)| {
@@ -207,7 +250,7 @@ impl Running {
                     *key,
                     e.id.clone(),
                     e.thread,
-                    e.what.clone(),
+                    e.what(),
                     now.duration_since(e.started),
                 )
             })
