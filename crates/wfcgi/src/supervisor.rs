@@ -496,7 +496,7 @@ impl Supervisor {
             // Taking over would replace a worker that serves with one that answers 500.
             error!("worker {pid} cannot load the app (its error is above): it does not take over");
             self.slots[slot].incoming = None;
-            self.drain(id, true);
+            self.drain(id);
             if reload {
                 self.abandon_reload();
             } else {
@@ -528,13 +528,15 @@ impl Supervisor {
             w.reload = false;
         }
         if let Some(old) = old {
-            self.drain(old, true);
+            self.drain(old);
         }
     }
 
-    /// Tells a worker to finish what it has and exit; with `hand_over`, to hand its kept-alive
-    /// connections over (other workers serve on), else to close them.
-    fn drain(&mut self, id: u64, hand_over: bool) {
+    /// Tells a worker to finish what it has and exit. Its kept-alive connections are handed
+    /// over to the workers that serve on, unless everything is stopping (nothing would take
+    /// them): then it closes them.
+    fn drain(&mut self, id: u64) {
+        let hand_over = self.stopping.is_none();
         let Some(w) = self.workers.get_mut(&id) else {
             return;
         };
@@ -675,7 +677,7 @@ impl Supervisor {
         for slot in 0..self.slots.len() {
             if let Some(previous) = self.slots[slot].incoming.take() {
                 // A replacement was already starting, perhaps with the old code.
-                self.drain(previous, true);
+                self.drain(previous);
             }
             match self.spawn(slot, true) {
                 Ok(id) => {
@@ -685,7 +687,7 @@ impl Supervisor {
                 Err(e) => {
                     error!("cannot start a worker process for the reload: {e}");
                     for id in started.into_keys() {
-                        self.drain(id, true);
+                        self.drain(id);
                     }
                     return;
                 }
@@ -732,7 +734,7 @@ impl Supervisor {
                     self.slots[slot].incoming = None;
                 }
             }
-            self.drain(*id, true);
+            self.drain(*id);
         }
     }
 
@@ -749,7 +751,7 @@ impl Supervisor {
         let ids: Vec<u64> = self.workers.keys().copied().collect();
         info!(workers = ids.len(), grace = ?self.grace, "stopping: every worker finishes the requests it has");
         for id in ids {
-            self.drain(id, false);
+            self.drain(id);
         }
     }
 

@@ -117,8 +117,8 @@ fn rfc3339_now(out: &mut String) {
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+/// `civil_from_days`). Also the log file's timestamps (wfcgi's `logging`).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -138,6 +138,8 @@ mod tests {
     #[test]
     fn dates_and_strings_are_written_as_json_expects() {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
         assert_eq!(civil_from_days(20_426), (2025, 12, 4));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
         let mut s = String::new();

@@ -136,9 +136,8 @@ impl Shared {
                 return;
             }
         };
-        let content_length = params
-            .get(b"CONTENT_LENGTH")
-            .and_then(|v| std::str::from_utf8(v).ok())
+        let content_length = std::str::from_utf8(head.content_length)
+            .ok()
             .and_then(|v| v.trim().parse::<u64>().ok());
         if let (Some(len), Some(max)) = (content_length, self.limits.max_body_bytes) {
             if len > max {

@@ -31,8 +31,8 @@ impl fmt::Display for RequestId {
     }
 }
 
-/// What the bridge reads of a request's params for itself (its id, the registry of running
-/// requests, the access log), found in one pass: a `Params::get` per name is a scan each, and
+/// What the bridge reads of a request's params for itself (its id, the body's length, the
+/// registry of running requests, the access log), found in one pass: a `Params::get` per name is a scan each, and
 /// this is on every request's path.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Head<'a> {
@@ -40,6 +40,7 @@ pub(crate) struct Head<'a> {
     pub uri: &'a [u8],
     pub path_info: &'a [u8],
     pub query: &'a [u8],
+    pub content_length: &'a [u8],
     pub x_request_id: Option<&'a [u8]>,
 }
 
@@ -53,6 +54,7 @@ impl<'a> Head<'a> {
                 11 if name == b"REQUEST_URI" => head.uri = value,
                 9 if name == b"PATH_INFO" => head.path_info = value,
                 12 if name == b"QUERY_STRING" => head.query = value,
+                14 if name == b"CONTENT_LENGTH" => head.content_length = value,
                 17 if name == b"HTTP_X_REQUEST_ID" => head.x_request_id = Some(value),
                 _ => {}
             }
