@@ -843,6 +843,44 @@ fn under_iis_a_hung_request_gets_504_with_its_stack_logged_and_the_process_makes
 }
 
 #[test]
+fn wfcgi_exe_request_connects_to_a_server_on_a_named_pipe() {
+    // wfcgi.exe as IIS starts it, the pipe's client end left free for `wfcgi request`.
+    let (iis, _log, _dir) = testapp_as_iis(
+        Iis::PipeClientFree,
+        "wine-request-pipe",
+        "testapp.app.application",
+        "wfcgi.log",
+        &[],
+    );
+    let env = WindowsEnv::get();
+    let pipe = iis.pipe_name();
+    let request = |args: &[&str]| {
+        let out = env
+            .command(&test_support::wine::wfcgi_exe())
+            .args(["request", "--connect", &pipe])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, response, err) = request(&["-d", "over the pipe", "/echo"]);
+    assert_eq!(code, Some(0), "{response}{err}\n{}", iis.output());
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.ends_with("\r\n\r\nover the pipe"), "{response}");
+    // The server connects its end again for the next client; a 5xx is exit status 1.
+    let (code, response, err) = request(&["/raise-before"]);
+    assert_eq!(code, Some(1), "{response}{err}\n{}", iis.output());
+    assert!(
+        response.starts_with("HTTP/1.1 500 Internal Server Error\r\n"),
+        "{response}"
+    );
+}
+
+#[test]
 fn wfcgi_exe_check_finds_a_site_with_no_fastcgi_handler_and_request_answers_in_process() {
     let env = WindowsEnv::get();
     // A web.config with the app's settings only: IIS would send nothing to wfcgi.

@@ -107,6 +107,8 @@ struct Driver<'a> {
     /// A request timed out after its response began, or its body stopped arriving: the
     /// connection closes.
     cut: Option<(u16, Cut)>,
+    /// A request came without FCGI_KEEP_CONN: the connection ends after it.
+    close_asked: bool,
 }
 
 /// How the driver let go of a connection that did not fail.
@@ -117,15 +119,26 @@ enum Ending {
     HandOver,
 }
 
+/// A connection the driver let go of.
+pub(crate) struct Returned<IO> {
+    pub io: IO,
+    /// Idle while draining: to be handed over (see [`HandOver`](crate::HandOver)), not shut
+    /// down. Otherwise it was shut down, and is to be dropped.
+    pub hand_over: bool,
+    /// The web server had asked for the connection to close (a request without
+    /// FCGI_KEEP_CONN), so its closing first is the expected end, not the web server going
+    /// away.
+    pub close_asked: bool,
+}
+
 /// Drives one connection until it closes. With `writer`, requests may run inline on this
-/// thread (see [`Handler::handle_inline`](crate::Handler::handle_inline)). Returns the stream,
-/// not shut down, when it is to be handed over (see [`HandOver`](crate::HandOver)).
+/// thread (see [`Handler::handle_inline`](crate::Handler::handle_inline)).
 pub(crate) async fn run_connection<IO>(
     io: IO,
     peer: Peer,
     ctx: &Context,
     writer: Option<Writer>,
-) -> Option<IO>
+) -> Returned<IO>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
@@ -154,6 +167,7 @@ where
         writer,
         hand_over: false,
         cut: None,
+        close_asked: false,
     };
     let mut draining = ctx.draining.clone();
     let (mut rd, mut wr) = tokio::io::split(io);
@@ -184,10 +198,15 @@ where
             ),
         }
     }
+    let close_asked = d.close_asked;
     if let Ok(Ending::HandOver) = result {
         d.budget.close();
         drop(d);
-        return Some(rd.unsplit(wr));
+        return Returned {
+            io: rd.unsplit(wr),
+            hand_over: true,
+            close_asked,
+        };
     }
     // Whatever is still running learns the connection is gone; blocked writers wake up.
     for a in &d.active {
@@ -195,7 +214,11 @@ where
     }
     d.budget.close();
     let _ = wr.shutdown().await;
-    None
+    Returned {
+        io: rd.unsplit(wr),
+        hand_over: false,
+        close_asked,
+    }
 }
 
 #[derive(Debug)]
@@ -411,13 +434,16 @@ impl Driver<'_> {
             trace!(record_type = ?record.record_type, id = record.request_id, len = record.content.len(), "record");
             match self.conn.handle_record(record, now, &mut self.out.tail)? {
                 None => {}
-                Some(Event::Request(head)) => self.pending.push(Pending {
-                    head,
-                    shared: Arc::new(Shared::default()),
-                    chunks: VecDeque::new(),
-                    bytes: 0,
-                    complete: false,
-                }),
+                Some(Event::Request(head)) => {
+                    self.close_asked |= !head.keep_conn;
+                    self.pending.push(Pending {
+                        head,
+                        shared: Arc::new(Shared::default()),
+                        chunks: VecDeque::new(),
+                        bytes: 0,
+                        complete: false,
+                    })
+                }
                 Some(Event::Stdin { id, data }) => self.on_stdin(id, data),
                 Some(Event::StdinEnd { id }) => self.on_stdin_end(id),
                 Some(Event::Abort { id }) => self.on_abort(id),
@@ -428,6 +454,7 @@ impl Driver<'_> {
                 }) => {
                     if !keep_conn {
                         self.close_when_idle = true;
+                        self.close_asked = true;
                     }
                     match reason {
                         Refusal::UnknownRole(role) => {

@@ -389,6 +389,16 @@ impl Stream {
         }
     }
 
+    /// The connection ended after the web server asked for that (a request without
+    /// FCGI_KEEP_CONN): its closing first was the expected end, not the web server going
+    /// away. On IIS's named pipe, the instance is then connected again for the next.
+    pub(crate) fn closed_as_asked(&mut self) {
+        #[cfg(windows)]
+        if let Stream::Pipe(conn) = self {
+            conn.closed_as_asked();
+        }
+    }
+
     /// The socket itself, taken off the runtime: to hand it to another process.
     #[cfg(unix)]
     pub fn into_fd(self) -> io::Result<std::os::fd::OwnedFd> {
@@ -799,7 +809,7 @@ mod inherited_windows {
     #[derive(Debug)]
     pub struct PipeConn {
         instance: Option<Instance>,
-        /// Nothing read yet.
+        /// No read has finished yet: the first may give the last connection's stale result.
         fresh: bool,
         peer_closed: bool,
         back: Option<oneshot::Sender<(Instance, bool)>>,
@@ -808,6 +818,12 @@ mod inherited_windows {
     impl PipeConn {
         fn io(&mut self) -> &mut PipeIo {
             &mut self.instance.as_mut().expect("present until drop").io
+        }
+
+        /// See [`Stream::closed_as_asked`]: a read that met the end of the connection
+        /// does not mean that the web server is gone.
+        pub(crate) fn closed_as_asked(&mut self) {
+            self.peer_closed = false;
         }
 
         /// The writer of requests that run inline on this connection.
@@ -836,16 +852,22 @@ mod inherited_windows {
             let result = match this.io() {
                 PipeIo::Overlapped(server) => {
                     let mut result = Pin::new(&mut *server).poll_read(cx, buf);
-                    // The read tokio had in progress when the last connection was disconnected
-                    // failed then, and reports it now: it belongs to that connection, not this.
-                    if fresh && is_not_connected(&result) {
+                    // The read tokio had in progress when the last connection ended failed
+                    // then, and reports it now: not connected (wfcgi disconnected first), or
+                    // the end of the stream (the web server closed first, after a request
+                    // without FCGI_KEEP_CONN). It belongs to that connection, not this one: read
+                    // again (a client that really closed at once gives the end again).
+                    let stale_end =
+                        matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() == before;
+                    if fresh && (is_not_connected(&result) || stale_end) {
                         result = Pin::new(server).poll_read(cx, buf);
                     }
                     result
                 }
                 PipeIo::Blocking(pipe) => pipe.poll_read(cx, buf),
             };
-            if buf.filled().len() > before {
+            // One stale result at most: whatever the read gives after it is this connection's.
+            if result.is_ready() {
                 this.fresh = false;
             }
             match &result {

@@ -181,10 +181,17 @@ impl Context {
     }
 
     /// What the driver gave back: a connection to hand over.
-    fn finish_connection(&self, returned: Option<Stream>) {
-        if let (Some(stream), Some(h)) = (returned, &self.hand_over) {
-            debug!("handing the connection over");
-            h.hand_over(stream);
+    fn finish_connection(&self, returned: crate::driver::Returned<Stream>) {
+        if returned.hand_over {
+            if let Some(h) = &self.hand_over {
+                debug!("handing the connection over");
+                h.hand_over(returned.io);
+            }
+            return;
+        }
+        let mut stream = returned.io;
+        if returned.close_asked {
+            stream.closed_as_asked();
         }
     }
 }

@@ -3,8 +3,12 @@
 //! side can speak FastCGI to it:
 //!
 //! ```text
-//! iis-sim [--tcp | --server-first | --blocking-pipe] PORT PROGRAM [ARGS...]
+//! iis-sim [--tcp | --server-first | --blocking-pipe | --client-free] PORT PROGRAM [ARGS...]
 //! ```
+//!
+//! With `--client-free`, nothing connects the client end: iis-sim prints the pipe's name
+//! (`iis-sim: the pipe NAME waits for a client`) and waits for the program, so that another
+//! client (`wfcgi request --connect \\.\pipe\...`) can connect to it.
 //!
 //! With `--server-first`, the client end connects 3 s after the program started, so that the
 //! program waits for it in `ConnectNamedPipe` (the other order than IIS's usual).
@@ -199,12 +203,16 @@ mod windows {
         if blocking {
             args.remove(0);
         }
+        let client_free = args.first().is_some_and(|a| a == "--client-free");
+        if client_free {
+            args.remove(0);
+        }
         let (Some(port), Some(_)) = (
             args.first().and_then(|p| p.parse::<u16>().ok()),
             args.get(1),
         ) else {
             eprintln!(
-                "usage: iis-sim [--tcp | --server-first | --blocking-pipe] PORT PROGRAM [ARGS...]"
+                "usage: iis-sim [--tcp | --server-first | --blocking-pipe | --client-free] PORT PROGRAM [ARGS...]"
             );
             return ExitCode::from(2);
         };
@@ -214,7 +222,19 @@ mod windows {
             .expect("runtime");
         let result = match shutdown_event() {
             Ok(()) if tcp => runtime.block_on(tcp_mode(port, &args[1..])),
-            Ok(()) => runtime.block_on(pipe_mode(port, &args[1..], server_first, blocking)),
+            Ok(()) if client_free => {
+                runtime.block_on(pipe_mode(port, &args[1..], Client::Free, false))
+            }
+            Ok(()) => runtime.block_on(pipe_mode(
+                port,
+                &args[1..],
+                if server_first {
+                    Client::After
+                } else {
+                    Client::First
+                },
+                blocking,
+            )),
             Err(e) => Err(e),
         };
         match result {
@@ -247,11 +267,22 @@ mod windows {
         code
     }
 
+    /// Who connects the pipe's client end, and when.
+    #[derive(PartialEq, Eq)]
+    enum Client {
+        /// iis-sim, before the program starts (IIS's order).
+        First,
+        /// iis-sim, 3 s after the program started (`--server-first`).
+        After,
+        /// Someone else (`--client-free`).
+        Free,
+    }
+
     /// IIS's default NamedPipe mode, with each TCP connection relayed to a pipe connection.
     async fn pipe_mode(
         port: u16,
         program: &[String],
-        server_first: bool,
+        client: Client,
         blocking: bool,
     ) -> Result<u32, String> {
         let name = format!(r"\\.\pipe\wfcgi-iis-sim-{}", std::process::id());
@@ -282,7 +313,7 @@ mod windows {
         // IIS connects its end before the process reads: ConnectNamedPipe then answers
         // ERROR_PIPE_CONNECTED. With --server-first the program waits in ConnectNamedPipe
         // (ERROR_IO_PENDING, then completion) until the client comes a moment later.
-        let client_first = if server_first {
+        let client_first = if client != Client::First {
             None
         } else {
             Some(
@@ -294,6 +325,10 @@ mod windows {
         let started = start(program, server);
         // SAFETY: our copy of the server end is not used again (the child has its own).
         unsafe { CloseHandle(server) };
+        if client == Client::Free {
+            println!("iis-sim: the pipe {name} waits for a client");
+            return exit_code(started?).await;
+        }
         let client = match client_first {
             Some(client) => client,
             None => {

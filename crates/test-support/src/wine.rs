@@ -118,6 +118,9 @@ pub enum Iis {
     PipeBlocking,
     /// Tcp mode: a listening socket as standard input.
     Tcp,
+    /// NamedPipe mode with the client end left for another client to connect (the pipe's
+    /// name is in the output: [`WineProcess::pipe_name`]); nothing listens on the port.
+    PipeClientFree,
 }
 
 /// A Windows program running under Wine, its output collected; killed on drop.
@@ -198,12 +201,19 @@ impl WineProcess {
             Iis::Tcp => {
                 cmd.arg("--tcp");
             }
+            Iis::PipeClientFree => {
+                cmd.arg("--client-free");
+            }
         }
         cmd.arg(port.to_string())
             .arg(windows_path(&wfcgi_exe()))
             .args(args);
         // iis-sim relays one connection at a time: a probe would be one. It says when it listens.
-        WineProcess::spawn(cmd, true).listening(port, "iis-sim.exe", Some("iis-sim: listening on"))
+        let says = match mode {
+            Iis::PipeClientFree => "waits for a client",
+            _ => "iis-sim: listening on",
+        };
+        WineProcess::spawn(cmd, true).listening(port, "iis-sim.exe", Some(says))
     }
 
     /// Waits until `port` accepts (or, with `says`, until the output says so). Wine's first
@@ -257,6 +267,17 @@ impl WineProcess {
     /// Everything it wrote to stdout and stderr so far.
     pub fn output(&self) -> String {
         String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    /// The pipe iis-sim made, in [`Iis::PipeClientFree`] mode.
+    pub fn pipe_name(&self) -> String {
+        let output = self.output();
+        let start = output.find(r"\\.\pipe\").expect("iis-sim names its pipe");
+        output[start..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
     }
 
     pub fn addr(&self) -> String {

@@ -257,11 +257,26 @@ fn connect(addr: &str) -> std::io::Result<Box<dyn Stream>> {
     }
     #[cfg(windows)]
     if addr.starts_with(r"\\.\pipe\") {
-        let pipe = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(addr)?;
-        return Ok(Box::new(pipe));
+        // ERROR_PIPE_BUSY: every instance is serving a client, or the server is between
+        // connections (it disconnects and connects its end again); wait for it a while.
+        const ERROR_PIPE_BUSY: i32 = 231;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(addr)
+            {
+                Ok(pipe) => return Ok(Box::new(pipe)),
+                Err(e)
+                    if e.raw_os_error() == Some(ERROR_PIPE_BUSY)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
     Ok(Box::new(std::net::TcpStream::connect(addr)?))
 }
