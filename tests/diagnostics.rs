@@ -293,6 +293,99 @@ fn wfcgi_check_names_the_setting_the_value_and_the_fix_for_each_broken_setup() {
     assert!(out.contains("GET /raise-before answered 500"), "{out}");
 }
 
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `wfcgi check ARGS` as a user to whom the permission bits apply: as root (CI), without the
+/// capabilities that override them (setpriv); as anyone else, as that user.
+fn wfcgi_check_bound_by_permissions(args: &[&str]) -> (i32, String) {
+    let mut command = if is_root() {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--bounding-set", "-dac_override,-dac_read_search", "--"]);
+        c.arg(test_support::wfcgi::wfcgi_bin());
+        c
+    } else {
+        std::process::Command::new(test_support::wfcgi::wfcgi_bin())
+    };
+    let out = command
+        .arg("check")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("WSGI_HANDLER")
+        .env_remove("WFCGI_VENV")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Makes `path` unusable to the check's user: someone else's with mode 0700 as root, mode
+/// 0 otherwise.
+fn lock(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if is_root() {
+        std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).unwrap();
+    } else {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+}
+
+#[test]
+fn wfcgi_check_names_an_app_dir_and_a_log_folder_the_user_cannot_use() {
+    use std::os::unix::fs::PermissionsExt;
+    let sites = test_support::peers::TempDir::new("check-access");
+    let site = sites.path().join("site");
+    std::fs::create_dir(&site).unwrap();
+    test_support::wfcgi::write_web_config(&site, &[("WSGI_LOG", "logs/wfcgi.log")]);
+    std::fs::create_dir(site.join("logs")).unwrap();
+    let site_text = site.to_str().unwrap();
+    // Usable: all is well, each path checked.
+    let (code, out) = wfcgi_check_bound_by_permissions(&["--app-dir", site_text]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("reads {site_text}: ok (the app directory)")),
+        "{out}"
+    );
+    assert!(out.contains("wfcgi.log: ok (WSGI_LOG)"), "{out}");
+
+    // A log folder the user cannot write to: named with its setting and the fix.
+    lock(&site.join("logs"));
+    let (code, out) = wfcgi_check_bound_by_permissions(&["--app-dir", site_text]);
+    assert_eq!(code, 1, "{out}");
+    let problems = out.split("Problems (1):").nth(1).unwrap_or_default();
+    assert!(
+        problems.contains(&format!(
+            "cannot write {site_text}/logs/wfcgi.log (WSGI_LOG): its folder {site_text}/logs is not writable"
+        )),
+        "{out}"
+    );
+    assert!(problems.contains("Fix: "), "{out}");
+    std::fs::set_permissions(site.join("logs"), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    // An app directory the user cannot read: the setting, the value, why and the fix.
+    lock(&site);
+    let (code, out) = wfcgi_check_bound_by_permissions(&["--app-dir", site_text]);
+    std::fs::set_permissions(&site, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "invalid --app-dir \"{site_text}\" (command line): {site_text} cannot be read by the user running wfcgi: Permission denied"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "Fix: give that user read access: chmod o+rx {site_text}"
+        )),
+        "{out}"
+    );
+}
+
 /// A site folder with `handlers` (the <handlers> XML of web.config, and what else goes in
 /// <configuration>), the test app's settings, a static folder, and an applicationHost.config
 /// registering `registered` (fullPath, arguments).
@@ -377,10 +470,8 @@ fn wfcgi_check_passes_a_site_set_up_as_wfcgi_enable_writes_it() {
         apphost.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains("IIS site\n  note: the app pool identity's read access"),
-        "{out}"
-    );
+    assert!(!out.contains("IIS site"), "no trap, no note: {out}");
+    assert!(out.contains("(the app directory)"), "{out}");
     assert!(out.ends_with("All is well.\n"), "{out}");
 }
 

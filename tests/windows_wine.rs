@@ -881,6 +881,73 @@ fn wfcgi_exe_request_connects_to_a_server_on_a_named_pipe() {
 }
 
 #[test]
+fn wfcgi_exe_check_reads_the_sites_acl_for_its_app_pool_identity() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = WindowsEnv::get();
+    let (site, site_dir) = testapp_site("wine-check-acl", &[]);
+    // IIS's configuration: the site's folder, served by the pool "shop" as its own identity.
+    let apphost = site.path().join("applicationHost.config");
+    std::fs::write(
+        &apphost,
+        format!(
+            r#"<configuration><system.applicationHost>
+  <applicationPools>
+    <add name="shop" />
+    <applicationPoolDefaults><processModel identityType="ApplicationPoolIdentity" /></applicationPoolDefaults>
+  </applicationPools>
+  <sites>
+    <site name="Shop" id="2">
+      <application path="/" applicationPool="shop"><virtualDirectory path="/" physicalPath="{site_dir}" /></application>
+    </site>
+  </sites>
+</system.applicationHost></configuration>"#
+        ),
+    )
+    .unwrap();
+    let check = || {
+        let out = env
+            .command(&test_support::wine::wfcgi_exe())
+            .args(["check", "--app-dir", &site_dir, "--apphostconfig"])
+            .arg(windows_path(&apphost))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    // Wine gives a file the DACL of its mode: 0755 lets Everyone read, not write.
+    std::fs::set_permissions(site.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (_, report) = check();
+    assert!(
+        report.contains(r#"checked for IIS APPPOOL\shop, the identity of the app pool "shop" (ApplicationPoolIdentity"#),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("reads {site_dir}: ok (the app directory)")),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!(
+            r#"IIS APPPOOL\shop cannot write {site_dir}\wfcgi.log (WSGI_LOG): no entry of {site_dir}'s ACL grants it. Fix: icacls "{site_dir}" /grant "IIS APPPOOL\shop:(OI)(CI)M""#
+        )),
+        "{report}"
+    );
+    // 0700: the owner only; the pool's identity reads nothing.
+    std::fs::set_permissions(site.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (code, report) = check();
+    std::fs::set_permissions(site.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(code, Some(1), "{report}");
+    let problems = report.split("Problems (").nth(1).unwrap_or_default();
+    assert!(
+        problems.contains(&format!(
+            r#"IIS APPPOOL\shop cannot read {site_dir} (the app directory): no entry of {site_dir}'s ACL grants it. Fix: icacls "{site_dir}" /grant "IIS APPPOOL\shop:(OI)(CI)RX""#
+        )),
+        "{report}"
+    );
+}
+
+#[test]
 fn wfcgi_exe_check_finds_a_site_with_no_fastcgi_handler_and_request_answers_in_process() {
     let env = WindowsEnv::get();
     // A web.config with the app's settings only: IIS would send nothing to wfcgi.

@@ -3,7 +3,9 @@
 //! web.config, the environment): each with its value and where it came from. Then the Python
 //! in use and its venv (with the version check), `sys.path`, whether the WSGI handler imports
 //! (with the explanation the log would give), and one request (`GET /`, or `--path`) through
-//! the app in this process: its status, headers, first bytes and time.
+//! the app in this process: its status, headers, first bytes and time. And whether the user
+//! that serves (on Windows, the IIS app pool's identity) can read the app directory,
+//! web.config and `sys.path`, and write `WSGI_LOG` (`readable`).
 //!
 //! Exit status 0 when all is well, 1 otherwise. `--json` prints one JSON object instead, for
 //! scripts: `{"ok": bool, "sections": [{"name", "lines": [...]}], "problems": [...]}`.
@@ -185,7 +187,42 @@ fn check(report: &mut Report, options: &Options, flags: &Flags, env: &Environmen
                 lines.push(format!("library: {}", lib.display()));
             }
             report.section("Python", lines);
+            // What the user that serves must read (and write).
+            let mut needs = vec![crate::readable::Need {
+                what: "the app directory".into(),
+                path: app_dir.clone(),
+                write: false,
+            }];
+            if let Some(config) = &web_config {
+                needs.push(crate::readable::Need {
+                    what: "web.config".into(),
+                    path: config.path.clone(),
+                    write: false,
+                });
+            }
+            for entry in &info.sys_path {
+                let path = std::path::PathBuf::from(entry);
+                if path.exists() && !needs.iter().any(|n| n.path == path) {
+                    needs.push(crate::readable::Need {
+                        what: "on sys.path".into(),
+                        path,
+                        write: false,
+                    });
+                }
+            }
+            if let Some(log) = &settings.log_file {
+                needs.push(crate::readable::Need {
+                    what: "WSGI_LOG".into(),
+                    path: log.clone(),
+                    write: true,
+                });
+            }
             report.section("sys.path", info.sys_path);
+            let found = crate::readable::check(&needs, &app_dir, options.apphostconfig.as_deref());
+            report.section("Access", found.lines);
+            for problem in found.problems {
+                report.problem(problem);
+            }
         }
         Err(e) => report.problem(format!("cannot read sys: {e}")),
     }

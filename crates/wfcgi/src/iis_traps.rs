@@ -8,7 +8,7 @@
 //! - every path sent to Python, `/static` included, when the site has a static folder (IIS's
 //!   static file handler is faster, and Django does not serve static files in production).
 //!
-//! Which folders the app pool's identity may read is not checked (that needs the ACLs).
+//! Which folders the app pool's identity may read is checked apart, in `readable`.
 
 use std::path::{Path, PathBuf};
 
@@ -129,11 +129,10 @@ pub(crate) fn check(config: &Path, apphost: Option<&Path>) -> (Vec<Trap>, Vec<St
             }
         }
     }
-    notes.push("the app pool identity's read access to the site is not checked".into());
     (traps, notes)
 }
 
-fn read(path: &Path) -> Option<String> {
+pub(crate) fn read(path: &Path) -> Option<String> {
     let bytes = std::fs::read(path).ok()?;
     webconfig::decode(path, &bytes).ok()
 }
@@ -207,7 +206,7 @@ fn registered_applications(
     )
 }
 
-fn default_apphost() -> PathBuf {
+pub(crate) fn default_apphost() -> PathBuf {
     let windir = std::env::var_os("windir")
         .or_else(|| std::env::var_os("WINDIR"))
         .unwrap_or_else(|| "C:\\Windows".into());

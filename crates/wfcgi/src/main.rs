@@ -33,6 +33,7 @@ mod handover;
 mod iis_traps;
 mod lazy;
 mod logging;
+mod readable;
 mod request;
 mod settings;
 mod signals;

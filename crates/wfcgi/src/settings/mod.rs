@@ -403,6 +403,28 @@ pub(crate) fn app_dir(
             )),
         });
     }
+    // Unreadable, it would look like a folder with no web.config and no app in it.
+    if let Err(e) = std::fs::read_dir(&dir) {
+        let problem = format!(
+            "{} cannot be read by the user running wfcgi: {e}",
+            dir.display()
+        );
+        let fix = if cfg!(windows) {
+            format!(
+                "give that user (under IIS, the app pool identity) read access: icacls \"{}\" /grant IIS_IUSRS:(OI)(CI)RX",
+                dir.display()
+            )
+        } else {
+            format!(
+                "give that user read access: chmod o+rx {} (or a group it is in), or chown the folder to it",
+                dir.display()
+            )
+        };
+        return Err(match value {
+            Some(value) => value.invalid(problem, fix),
+            None => SettingsError::Conflict(format!("{problem}. Fix: {fix}")),
+        });
+    }
     Ok(dir)
 }
 
