@@ -453,6 +453,64 @@ fn wfcgi_check_finds_the_classic_iis_traps_in_the_sites_web_config() {
 }
 
 #[test]
+fn wfcgi_check_takes_the_environment_iis_gives_the_process_from_application_host_config() {
+    let site = iis_site(
+        "check-iis-env",
+        r#"  <system.webServer><handlers>
+    <add name="wfcgi" path="*" verb="*" modules="FastCgiModule" scriptProcessor="C:\site\wfcgi.exe" resourceType="Unspecified" responseBufferLimit="0" />
+  </handlers></system.webServer>"#,
+        ("", ""),
+    );
+    let apphost = site.path().join("applicationHost.config");
+    let write_apphost = |threads: &str| {
+        std::fs::write(
+            &apphost,
+            format!(
+                r#"<configuration><system.webServer><fastCgi>
+  <application fullPath="C:\site\wfcgi.exe" arguments="">
+    <environmentVariables>
+      <environmentVariable name="WFCGI_THREADS" value="{threads}" />
+    </environmentVariables>
+  </application>
+</fastCgi></system.webServer></configuration>"#
+            ),
+        )
+        .unwrap();
+    };
+    let check = || {
+        wfcgi_check(&[
+            "--app-dir",
+            site.path().to_str().unwrap(),
+            "--apphostconfig",
+            apphost.to_str().unwrap(),
+        ])
+    };
+    write_apphost("3");
+    let at = format!("environmentVariables in {}", apphost.display());
+    let (_, out) = check();
+    assert!(
+        out.contains(&format!("WFCGI_THREADS = \"3\" ({at})")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            r#"IIS starts "C:\site\wfcgi.exe" with the {at}: WFCGI_THREADS"#
+        )),
+        "{out}"
+    );
+    // A bad value there is named with where it came from.
+    write_apphost("lots");
+    let (code, out) = check();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "invalid WFCGI_THREADS \"lots\" ({at}): not a whole number"
+        )),
+        "{out}"
+    );
+}
+
+#[test]
 fn wfcgi_check_passes_a_site_set_up_as_wfcgi_enable_writes_it() {
     let site = iis_site(
         "check-iis-good",

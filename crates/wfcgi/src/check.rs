@@ -109,6 +109,33 @@ fn check(report: &mut Report, options: &Options, flags: &Flags, env: &Environmen
         Ok(dir) => dir,
         Err(e) => return report.problem(e.to_string()),
     };
+    // Under IIS, the process starts with the environment variables of its registered FastCGI
+    // application (applicationHost.config): the settings see them as a real start would.
+    let mut env = env.clone();
+    let mut iis_lines = Vec::new();
+    if let Some(config) = crate::webconfig::find(&app_dir) {
+        if let Some((processor, vars)) =
+            crate::iis_traps::process_environment(&config, options.apphostconfig.as_deref())
+        {
+            let apphost = options
+                .apphostconfig
+                .clone()
+                .unwrap_or_else(crate::iis_traps::default_apphost);
+            if !vars.is_empty() {
+                let names: Vec<&str> = vars.iter().map(|(k, _)| k.as_str()).collect();
+                iis_lines.push(format!(
+                    "IIS starts \"{processor}\" with the environmentVariables in {}: {}",
+                    apphost.display(),
+                    names.join(", ")
+                ));
+            }
+            for (name, value) in &vars {
+                env.set_by_iis(name, value, &apphost);
+                std::env::set_var(name, value);
+            }
+        }
+    }
+    let env = &env;
     let (settings, web_config) = match settings::load(flags, env, &app_dir, cwd) {
         Ok(loaded) => loaded,
         Err(message) => return report.problem(message),
@@ -148,8 +175,9 @@ fn check(report: &mut Report, options: &Options, flags: &Flags, env: &Environmen
     if let Some(config) = &web_config {
         let (traps, notes) =
             crate::iis_traps::check(&config.path, options.apphostconfig.as_deref());
-        if !traps.is_empty() || !notes.is_empty() {
-            let mut lines: Vec<String> = traps.iter().map(|t| t.text.clone()).collect();
+        if !traps.is_empty() || !notes.is_empty() || !iis_lines.is_empty() {
+            let mut lines = iis_lines;
+            lines.extend(traps.iter().map(|t| t.text.clone()));
             lines.extend(notes.iter().map(|n| format!("note: {n}")));
             report.section("IIS site", lines);
             for trap in traps {

@@ -41,26 +41,8 @@ pub(crate) fn check(config: &Path, apphost: Option<&Path>) -> (Vec<Trap>, Vec<St
     let Ok(doc) = roxmltree::Document::parse(&text) else {
         return (traps, notes);
     };
-    let line = |node: roxmltree::Node| doc.text_pos_at(node.range().start).row;
     let root = doc.root_element();
-    // Handlers at the top level (not inside <location>).
-    let handlers: Vec<Handler> = root
-        .children()
-        .filter(|n| n.has_tag_name("system.webServer"))
-        .flat_map(|n| n.children().filter(|c| c.has_tag_name("handlers")))
-        .flat_map(|n| n.children().filter(|c| c.has_tag_name("add")))
-        .filter(|n| {
-            n.attribute("modules")
-                .is_some_and(|m| m.eq_ignore_ascii_case("FastCgiModule"))
-        })
-        .map(|n| Handler {
-            name: n.attribute("name").unwrap_or("").to_string(),
-            path: n.attribute("path").unwrap_or("").to_string(),
-            script_processor: n.attribute("scriptProcessor").unwrap_or("").to_string(),
-            response_buffer_limit: n.attribute("responseBufferLimit").map(str::to_string),
-            line: line(n),
-        })
-        .collect();
+    let handlers = handlers(&doc);
     if handlers.is_empty() {
         if cfg!(windows) {
             traps.push(Trap {
@@ -104,18 +86,14 @@ pub(crate) fn check(config: &Path, apphost: Option<&Path>) -> (Vec<Trap>, Vec<St
             });
         }
         if let Some(registered) = &registered {
-            let (exe, args) = split_processor(&h.script_processor);
-            let found = registered.iter().any(|(full, arguments)| {
-                full.eq_ignore_ascii_case(exe) && arguments.trim().eq_ignore_ascii_case(args.trim())
-            });
-            if !found {
+            if !registered.iter().any(|r| r.matches(&h.script_processor)) {
                 let known: Vec<String> = registered
                     .iter()
-                    .map(|(full, arguments)| {
-                        if arguments.is_empty() {
-                            full.clone()
+                    .map(|r| {
+                        if r.arguments.is_empty() {
+                            r.full_path.clone()
                         } else {
-                            format!("{full}|{arguments}")
+                            format!("{}|{}", r.full_path, r.arguments)
                         }
                     })
                     .collect();
@@ -130,6 +108,28 @@ pub(crate) fn check(config: &Path, apphost: Option<&Path>) -> (Vec<Trap>, Vec<St
         }
     }
     (traps, notes)
+}
+
+/// The FastCGI handlers at the top level of web.config (not inside `<location>`).
+fn handlers(doc: &roxmltree::Document) -> Vec<Handler> {
+    let line = |node: roxmltree::Node| doc.text_pos_at(node.range().start).row;
+    doc.root_element()
+        .children()
+        .filter(|n| n.has_tag_name("system.webServer"))
+        .flat_map(|n| n.children().filter(|c| c.has_tag_name("handlers")))
+        .flat_map(|n| n.children().filter(|c| c.has_tag_name("add")))
+        .filter(|n| {
+            n.attribute("modules")
+                .is_some_and(|m| m.eq_ignore_ascii_case("FastCgiModule"))
+        })
+        .map(|n| Handler {
+            name: n.attribute("name").unwrap_or("").to_string(),
+            path: n.attribute("path").unwrap_or("").to_string(),
+            script_processor: n.attribute("scriptProcessor").unwrap_or("").to_string(),
+            response_buffer_limit: n.attribute("responseBufferLimit").map(str::to_string),
+            line: line(n),
+        })
+        .collect()
 }
 
 pub(crate) fn read(path: &Path) -> Option<String> {
@@ -173,12 +173,46 @@ fn static_excluded(root: roxmltree::Node, name: &str, site: &Path) -> bool {
             .unwrap_or(false)
 }
 
-/// The FastCGI applications IIS knows: (fullPath, arguments). `None` when there is no file to
-/// read (a note says so when one was expected).
+/// A FastCGI application registered with IIS (`<fastCgi><application>`).
+struct Registered {
+    full_path: String,
+    arguments: String,
+    /// Its `<environmentVariables>`: IIS starts the process with them.
+    environment: Vec<(String, String)>,
+}
+
+impl Registered {
+    fn matches(&self, script_processor: &str) -> bool {
+        let (exe, args) = split_processor(script_processor);
+        self.full_path.eq_ignore_ascii_case(exe)
+            && self.arguments.trim().eq_ignore_ascii_case(args.trim())
+    }
+}
+
+/// What IIS adds to the environment of the process it starts for the site whose web.config
+/// is `config`: the `<environmentVariables>` of the registered FastCGI application that the
+/// site's first FastCGI handler names. With that handler's scriptProcessor.
+pub(crate) fn process_environment(
+    config: &Path,
+    apphost: Option<&Path>,
+) -> Option<(String, Vec<(String, String)>)> {
+    let text = read(config)?;
+    let doc = roxmltree::Document::parse(&text).ok()?;
+    let registered = registered_applications(apphost, &mut Vec::new())?;
+    handlers(&doc).into_iter().find_map(|h| {
+        registered
+            .iter()
+            .find(|r| r.matches(&h.script_processor))
+            .map(|r| (h.script_processor.clone(), r.environment.clone()))
+    })
+}
+
+/// The FastCGI applications IIS knows. `None` when there is no file to read (a note says so
+/// when one was expected).
 fn registered_applications(
     apphost: Option<&Path>,
     notes: &mut Vec<String>,
-) -> Option<Vec<(String, String)>> {
+) -> Option<Vec<Registered>> {
     let path = match apphost {
         Some(path) => path.to_path_buf(),
         None if cfg!(windows) => default_apphost(),
@@ -196,11 +230,22 @@ fn registered_applications(
         doc.descendants()
             .filter(|n| n.has_tag_name("fastCgi"))
             .flat_map(|n| n.children().filter(|c| c.has_tag_name("application")))
-            .map(|n| {
-                (
-                    n.attribute("fullPath").unwrap_or("").to_string(),
-                    n.attribute("arguments").unwrap_or("").to_string(),
-                )
+            .map(|n| Registered {
+                full_path: n.attribute("fullPath").unwrap_or("").to_string(),
+                arguments: n.attribute("arguments").unwrap_or("").to_string(),
+                environment: n
+                    .children()
+                    .filter(|c| c.has_tag_name("environmentVariables"))
+                    .flat_map(|c| c.children())
+                    .filter(|v| v.has_tag_name("environmentVariable"))
+                    .filter_map(|v| {
+                        let name = v.attribute("name")?;
+                        Some((
+                            name.to_string(),
+                            v.attribute("value").unwrap_or("").to_string(),
+                        ))
+                    })
+                    .collect(),
             })
             .collect(),
     )

@@ -19,7 +19,10 @@ const MAX_PROCESSES: usize = 256;
 pub(super) fn python_path(value: &Value, r: &mut Resolution<'_>) -> Result<(), SettingsError> {
     // Only from a flag or web.config. An inherited PYTHONPATH is Python's own business (the
     // interpreter reads it at start-up); re-adding it would list it twice.
-    if value.origin == Origin::Environment {
+    if matches!(
+        value.origin,
+        Origin::Environment | Origin::ApplicationHost(_)
+    ) {
         return Ok(());
     }
     let (expanded, missing) = expand_variables(&value.text, |name| r.sources.variable(name));

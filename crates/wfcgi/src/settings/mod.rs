@@ -40,6 +40,9 @@ pub(crate) enum Origin {
         line: u32,
     },
     Environment,
+    /// An environment variable IIS sets for the process: `<environmentVariables>` of its
+    /// FastCGI application in applicationHost.config (as `wfcgi check` reads it).
+    ApplicationHost(PathBuf),
     /// Nothing set it: the table's default value.
     Default,
 }
@@ -52,6 +55,9 @@ impl fmt::Display for Origin {
                 write!(f, "web.config {} line {line}", path.display())
             }
             Origin::Environment => f.write_str("environment variable"),
+            Origin::ApplicationHost(path) => {
+                write!(f, "environmentVariables in {}", path.display())
+            }
             Origin::Default => f.write_str("default"),
         }
     }
@@ -81,6 +87,12 @@ impl Value {
             Origin::Environment => {
                 format!("{} \"{}\" (environment variable)", self.name, self.text)
             }
+            Origin::ApplicationHost(path) => format!(
+                "{} \"{}\" (environmentVariables in {})",
+                self.name,
+                self.text,
+                path.display()
+            ),
             Origin::Default => format!("{} \"{}\" (default)", self.name, self.text),
         }
     }
@@ -97,6 +109,11 @@ impl Value {
             Origin::Environment => {
                 SettingSource::Setting(format!("{} (environment variable)", self.name))
             }
+            Origin::ApplicationHost(path) => SettingSource::Setting(format!(
+                "{} (environmentVariables in {})",
+                self.name,
+                path.display()
+            )),
             Origin::Default => SettingSource::Default,
         }
     }
@@ -175,6 +192,9 @@ impl Flags {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Environment {
     vars: Vec<(String, String)>,
+    /// The names IIS sets from applicationHost.config (see [`Environment::set_by_iis`]).
+    by_iis: Vec<String>,
+    apphost: Option<PathBuf>,
 }
 
 impl Environment {
@@ -182,6 +202,8 @@ impl Environment {
     /// wfcgi's own settings are all Unicode text.
     pub(crate) fn capture() -> Self {
         Environment {
+            by_iis: Vec::new(),
+            apphost: None,
             vars: std::env::vars_os()
                 .map(|(k, v)| {
                     (
@@ -196,6 +218,8 @@ impl Environment {
     #[cfg(test)]
     pub(crate) fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         Environment {
+            by_iis: Vec::new(),
+            apphost: None,
             vars: pairs
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -213,6 +237,28 @@ impl Environment {
             }
         });
         found.map(|(_, v)| v.as_str())
+    }
+
+    /// Sets `name` (replacing it in any case on Windows) as IIS does for the process it
+    /// starts, from the `<environmentVariables>` in `apphost`.
+    pub(crate) fn set_by_iis(&mut self, name: &str, value: &str, apphost: &Path) {
+        let same = |k: &String| k == name || (cfg!(windows) && k.eq_ignore_ascii_case(name));
+        self.vars.retain(|(k, _)| !same(k));
+        self.vars.push((name.to_string(), value.to_string()));
+        self.by_iis.push(name.to_string());
+        self.apphost = Some(apphost.to_path_buf());
+    }
+
+    /// Where the variable `name` comes from.
+    fn origin(&self, name: &str) -> Origin {
+        let by_iis = self
+            .by_iis
+            .iter()
+            .any(|k| k == name || (cfg!(windows) && k.eq_ignore_ascii_case(name)));
+        match &self.apphost {
+            Some(path) if by_iis => Origin::ApplicationHost(path.clone()),
+            _ => Origin::Environment,
+        }
     }
 }
 
@@ -251,7 +297,7 @@ impl Sources<'_> {
         self.env.get(name).map(|text| Value {
             name,
             text: text.to_string(),
-            origin: Origin::Environment,
+            origin: self.env.origin(name),
         })
     }
 
