@@ -237,8 +237,10 @@ fn settings_help() -> String {
 
 impl Cli {
     /// Parses the process arguments; on a usage error prints clap's message and exits 2.
-    pub(crate) fn parse_args() -> Cli {
-        Cli::from_matches(&command().get_matches())
+    /// Parses `argv` (a program name first); prints help, the version or a usage error and
+    /// exits, as clap does.
+    pub(crate) fn parse_args(argv: Vec<std::ffi::OsString>) -> Cli {
+        Cli::from_matches(&command().get_matches_from(argv))
     }
 
     fn from_matches(matches: &ArgMatches) -> Cli {

@@ -3,7 +3,7 @@
 //! writes the site's web.config. `--dry-run` prints what would be run and written instead.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// What `enable` / `disable` were asked to do.
@@ -47,18 +47,72 @@ pub(crate) struct Site {
     pub log_file: Option<String>,
 }
 
+/// What IIS runs for the site: the native executable, or the venv's python with `-m wfcgi`
+/// (the pip package), as a FastCGI application's `fullPath` and `arguments`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Processor {
+    pub exe: PathBuf,
+    pub arguments: String,
+}
+
+impl Processor {
+    /// This process's own program, as started.
+    pub(crate) fn current() -> Processor {
+        let invocation = crate::invocation::current();
+        Processor {
+            exe: invocation.program.clone(),
+            arguments: invocation
+                .prefix
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+
+    #[cfg(test)]
+    fn native(exe: &str) -> Processor {
+        Processor {
+            exe: PathBuf::from(exe),
+            arguments: String::new(),
+        }
+    }
+
+    /// `fullPath='...'`, with `,arguments='...'` when there are any: the key of IIS's entry.
+    fn key(&self) -> String {
+        let exe = attribute(&self.exe.display().to_string());
+        if self.arguments.is_empty() {
+            format!("fullPath='{exe}'")
+        } else {
+            format!(
+                "fullPath='{exe}',arguments='{}'",
+                attribute(&self.arguments)
+            )
+        }
+    }
+
+    /// The handler's `scriptProcessor`: `EXE`, or `EXE|ARGUMENTS`.
+    fn script_processor(&self) -> String {
+        if self.arguments.is_empty() {
+            self.exe.display().to_string()
+        } else {
+            format!("{}|{}", self.exe.display(), self.arguments)
+        }
+    }
+}
+
 /// The appcmd arguments (each one argv element) that add or remove the FastCGI application.
-pub(crate) fn appcmd_args(exe: &Path, options: &Options) -> Vec<String> {
-    let exe = attribute(&exe.display().to_string());
+pub(crate) fn appcmd_args(processor: &Processor, options: &Options) -> Vec<String> {
+    let key = processor.key();
     let entry = if options.enable {
         format!(
-            "/+[fullPath='{exe}',signalBeforeTerminateSeconds='{}',instanceMaxRequests='{}',activityTimeout='{}']",
+            "/+[{key},signalBeforeTerminateSeconds='{}',instanceMaxRequests='{}',activityTimeout='{}']",
             options.signal_before_terminate_secs,
             options.instance_max_requests,
             options.activity_timeout_secs
         )
     } else {
-        format!("/-[fullPath='{exe}']")
+        format!("/-[{key}]")
     };
     let mut args = vec![
         "set".to_string(),
@@ -99,8 +153,8 @@ fn xml(value: &str) -> String {
 /// The site's web.config: every request to wfcgi through IIS's FastCGI module, with response
 /// buffering off (`responseBufferLimit="0"`: streamed responses stream), `/static` left to IIS's
 /// static file handler, and the app's settings.
-pub(crate) fn web_config(exe: &Path, site: &Site) -> String {
-    let exe = xml(&exe.display().to_string());
+pub(crate) fn web_config(processor: &Processor, site: &Site) -> String {
+    let exe = xml(&processor.script_processor());
     let mut out = String::new();
     out.push_str("<?xml version=\"1.0\" encoding=\"utf-8\"?>\r\n");
     out.push_str("<!-- Written by `wfcgi enable`. Settings: docs/configuration.md -->\r\n");
@@ -144,13 +198,7 @@ fn default_appcmd() -> PathBuf {
 
 /// Runs `enable` / `disable`; prints what it does (or, with `--dry-run`, would do).
 pub(crate) fn run(options: &Options, site: Option<&Site>) -> ExitCode {
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(e) => {
-            eprintln!("wfcgi: error: cannot tell where this executable is: {e}");
-            return ExitCode::from(1);
-        }
-    };
+    let exe = Processor::current();
     let appcmd = options.appcmd.clone().unwrap_or_else(default_appcmd);
     let args = appcmd_args(&exe, options);
     let line = std::iter::once(appcmd.display().to_string())
@@ -210,9 +258,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn from_a_venv_python_runs_wfcgi_as_python_m_wfcgi_the_shape_of_wfastcgi() {
+        let python = Processor {
+            exe: PathBuf::from(r"C:\site\.venv\Scripts\python.exe"),
+            arguments: "-m wfcgi".into(),
+        };
+        let args = appcmd_args(&python, &Options::default());
+        assert!(
+            args[3].starts_with(
+                r"/+[fullPath='C:\site\.venv\Scripts\python.exe',arguments='-m wfcgi',"
+            ),
+            "{args:?}"
+        );
+        let site = Site {
+            app_dir: PathBuf::from(r"C:\site"),
+            handler: "app.application".into(),
+            log_file: None,
+        };
+        assert!(web_config(&python, &site)
+            .contains(r#"scriptProcessor="C:\site\.venv\Scripts\python.exe|-m wfcgi""#));
+        let removal = appcmd_args(
+            &python,
+            &Options {
+                enable: false,
+                ..Options::default()
+            },
+        );
+        assert_eq!(
+            removal[3],
+            r"/-[fullPath='C:\site\.venv\Scripts\python.exe',arguments='-m wfcgi']"
+        );
+    }
+
+    #[test]
     fn enable_adds_the_application_with_iis_timeouts_fit_for_python() {
-        let exe = Path::new(r"C:\Program Files\wfcgi\wfcgi.exe");
-        let args = appcmd_args(exe, &Options::default());
+        let exe = Processor::native(r"C:\Program Files\wfcgi\wfcgi.exe");
+        let args = appcmd_args(&exe, &Options::default());
         assert_eq!(
             args,
             [
@@ -239,7 +320,7 @@ mod tests {
             )),
             ..Options::default()
         };
-        let args = appcmd_args(Path::new(r"C:\it's\wfcgi.exe"), &options);
+        let args = appcmd_args(&Processor::native(r"C:\it's\wfcgi.exe"), &options);
         assert_eq!(args[3], r"/-[fullPath='C:\it''s\wfcgi.exe']");
         assert_eq!(
             args[4],
@@ -254,7 +335,7 @@ mod tests {
             handler: "django.core.wsgi.get_wsgi_application()".to_string(),
             log_file: None,
         };
-        let text = web_config(Path::new(r"C:\wfcgi\wfcgi.exe"), &site);
+        let text = web_config(&Processor::native(r"C:\wfcgi\wfcgi.exe"), &site);
         assert!(
             text.contains(r#"scriptProcessor="C:\wfcgi\wfcgi.exe""#),
             "{text}"

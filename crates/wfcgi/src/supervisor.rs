@@ -65,9 +65,15 @@ pub(crate) fn run(
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the supervisor's runtime: {e}"))?;
-    let exe = std::env::current_exe()
-        .map_err(|e| format!("cannot find this program's own path to start workers: {e}"))?;
-    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    // Workers are this program again: the native executable, or `python -m wfcgi`.
+    let invocation = crate::invocation::current();
+    let exe = invocation.program.clone();
+    let args: Vec<OsString> = invocation
+        .prefix
+        .iter()
+        .chain(&invocation.args)
+        .cloned()
+        .collect();
     runtime.block_on(async {
         let bind_options = fastcgi::BindOptions {
             unix_mode: settings.socket_mode,
