@@ -102,6 +102,48 @@ pub fn read_lossy(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// How to start wfcgi: the native binary, or a pip-installed one (`venv/bin/wfcgi`, or
+/// `venv/bin/python -m wfcgi`).
+#[derive(Debug, Clone)]
+pub struct Program {
+    pub exe: PathBuf,
+    /// Arguments before wfcgi's own (`-m wfcgi`).
+    pub prefix: Vec<std::ffi::OsString>,
+}
+
+impl Program {
+    /// The native `wfcgi` binary of this checkout.
+    pub fn native() -> Program {
+        Program {
+            exe: wfcgi_bin(),
+            prefix: Vec::new(),
+        }
+    }
+
+    /// `VENV/bin/wfcgi`, the console script of the pip-installed package.
+    pub fn console_script(venv: &Path) -> Program {
+        Program {
+            exe: venv.join("bin").join("wfcgi"),
+            prefix: Vec::new(),
+        }
+    }
+
+    /// `VENV/bin/python -m wfcgi`, as IIS starts it (`python.exe|-m wfcgi`).
+    pub fn python_m(venv: &Path) -> Program {
+        Program {
+            exe: venv.join("bin").join("python"),
+            prefix: vec!["-m".into(), "wfcgi".into()],
+        }
+    }
+
+    /// A command for it, arguments to follow.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(&self.prefix);
+        cmd
+    }
+}
+
 /// A running wfcgi process, killed on drop.
 pub struct Wfcgi {
     /// The TCP port it serves (serve mode, or the listening socket given as stdin).
@@ -139,11 +181,16 @@ impl Wfcgi {
     }
 
     pub fn serve_with(args: &[&str], configure: Configure) -> Wfcgi {
+        Self::serve_as(&Program::native(), args, configure)
+    }
+
+    /// [`Wfcgi::serve_with`], started as `program`.
+    pub fn serve_as(program: &Program, args: &[&str], configure: Configure) -> Wfcgi {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let mut all: Vec<&OsStr> = vec!["serve".as_ref(), "--listen".as_ref(), listen.as_ref()];
         all.extend(args.iter().map(|a| OsStr::new(*a)));
-        let mut w = Self::spawn(&all, Stdio::null(), None, configure);
+        let mut w = Self::spawn_as(program, &all, Stdio::null(), None, configure);
         w.port = Some(port);
         w.wait_listening(port);
         w
@@ -185,9 +232,19 @@ impl Wfcgi {
         args: &[&str],
         configure: Configure,
     ) -> (Wfcgi, Client<UnixStream>) {
+        Self::with_connected_stdin_as(&Program::native(), args, configure)
+    }
+
+    /// [`Wfcgi::with_connected_stdin`], started as `program`.
+    pub fn with_connected_stdin_as(
+        program: &Program,
+        args: &[&str],
+        configure: Configure,
+    ) -> (Wfcgi, Client<UnixStream>) {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let fd: OwnedFd = theirs.into();
-        let w = Self::spawn(
+        let w = Self::spawn_as(
+            program,
             &args.iter().map(OsStr::new).collect::<Vec<_>>(),
             Stdio::from(fd),
             Some(Stdio::null()),
@@ -199,10 +256,20 @@ impl Wfcgi {
     }
 
     fn spawn(args: &[&OsStr], stdin: Stdio, stderr: Option<Stdio>, configure: Configure) -> Wfcgi {
+        Self::spawn_as(&Program::native(), args, stdin, stderr, configure)
+    }
+
+    fn spawn_as(
+        program: &Program,
+        args: &[&OsStr],
+        stdin: Stdio,
+        stderr: Option<Stdio>,
+        configure: Configure,
+    ) -> Wfcgi {
         let dir = TempDir::new("wfcgi-proc");
         let stderr_path = dir.path().join("stderr.log");
         let stderr = stderr.unwrap_or_else(|| Stdio::from(File::create(&stderr_path).unwrap()));
-        let mut cmd = Command::new(wfcgi_bin());
+        let mut cmd = program.command();
         cmd.args(args)
             .stdin(stdin)
             .stdout(Stdio::null())
