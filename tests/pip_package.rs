@@ -172,3 +172,36 @@ fn the_django_site_behind_nginx_runs_on_the_pip_installed_server() {
     let log = w.log();
     assert!(!log.contains("venv"), "{log}");
 }
+
+#[test]
+fn a_venv_setting_is_reported_when_it_names_another_venv_than_the_one_running() {
+    let python = repo_path("python");
+    let python = python.to_str().unwrap();
+    let venv = venv("pip-cp311");
+    let check = |setting: &std::path::Path| {
+        stdout_of({
+            let mut c = Program::python_m(&venv).command();
+            c.args(["check", "--app-dir", python, "--venv"])
+                .arg(setting);
+            c
+        })
+    };
+    // Another venv: the app would not run where the setting says.
+    let other = test_support::wfcgi::venv("django");
+    let (code, out) = check(&other);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "--venv = {} is not used: this is the pip-installed wfcgi",
+            other.display()
+        )),
+        "{out}"
+    );
+    // Its own venv: a note, all is well.
+    let (code, out) = check(&venv);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("the venv of the Python running wfcgi"),
+        "{out}"
+    );
+}

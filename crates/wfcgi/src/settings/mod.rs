@@ -493,8 +493,55 @@ pub(crate) fn load(
         web_config: web_config.as_ref(),
         env,
     };
-    let settings = resolve(&sources, app_dir, cwd).map_err(|e| e.to_string())?;
+    let mut settings = resolve(&sources, app_dir, cwd).map_err(|e| e.to_string())?;
+    set_aside_venv_in_python(&mut settings, crate::invocation::current());
     Ok((settings, web_config))
+}
+
+/// Under the pip package (`python -m wfcgi`) the interpreter is the venv's own, started
+/// before wfcgi: a venv setting (`WFCGI_VENV`, wfastcgi's `WSGI_ALT_VIRTUALENV_*`) cannot
+/// change it. Naming that same venv is harmless (a note); naming another is a warning, since
+/// the app would not run where the setting says.
+fn set_aside_venv_in_python(settings: &mut Settings, invocation: &crate::invocation::Invocation) {
+    if invocation.prefix.is_empty() {
+        return;
+    }
+    let Some(venv) = settings.bridge.venv.take() else {
+        return;
+    };
+    // The venv folder: the setting itself, or above its bin/python or bin/activate_this.py.
+    let root = if venv.path.is_file() {
+        venv.path
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(&venv.path)
+            .to_path_buf()
+    } else {
+        venv.path.clone()
+    };
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let program = &invocation.program;
+    let same = program.starts_with(&root)
+        || program
+            .parent()
+            .and_then(Path::parent)
+            .is_some_and(|own| canonical(own) == canonical(&root));
+    if same {
+        settings.notes.push(format!(
+            "{} = {}: the venv of the Python running wfcgi ({}), already in use",
+            venv.source,
+            venv.path.display(),
+            program.display()
+        ));
+    } else {
+        settings.warnings.push(format!(
+            "{} = {} is not used: this is the pip-installed wfcgi, running in the Python that started it ({}), whose venv is the one in use. Fix: remove the setting, or install wfcgi into that venv and start it from there ({} -m wfcgi)",
+            venv.source,
+            venv.path.display(),
+            program.display(),
+            root.join(if cfg!(windows) { "Scripts\\python.exe" } else { "bin/python" }).display()
+        ));
+    }
 }
 
 /// Resolves every setting: the handler and venv together, then every other setting in table
