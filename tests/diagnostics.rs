@@ -188,7 +188,16 @@ fn wfcgi_request_connects_to_a_running_server_over_tcp_and_unix_sockets() {
 
 /// `wfcgi check ARGS...`: exit code and stdout (the report).
 fn wfcgi_check(args: &[&str]) -> (i32, String) {
-    let out = std::process::Command::new(test_support::wfcgi::wfcgi_bin())
+    run_check(
+        std::process::Command::new(test_support::wfcgi::wfcgi_bin()),
+        args,
+    )
+}
+
+/// Runs `command` (the wfcgi binary, or a wrapper of it) with `check ARGS...`, none of the
+/// test's own settings inherited.
+fn run_check(mut command: std::process::Command, args: &[&str]) -> (i32, String) {
+    let out = command
         .arg("check")
         .args(args)
         .env_remove("RUST_LOG")
@@ -301,7 +310,7 @@ fn is_root() -> bool {
 /// `wfcgi check ARGS` as a user to whom the permission bits apply: as root (CI), without the
 /// capabilities that override them (setpriv); as anyone else, as that user.
 fn wfcgi_check_bound_by_permissions(args: &[&str]) -> (i32, String) {
-    let mut command = if is_root() {
+    let command = if is_root() {
         let mut c = std::process::Command::new("setpriv");
         c.args(["--bounding-set", "-dac_override,-dac_read_search", "--"]);
         c.arg(test_support::wfcgi::wfcgi_bin());
@@ -309,18 +318,7 @@ fn wfcgi_check_bound_by_permissions(args: &[&str]) -> (i32, String) {
     } else {
         std::process::Command::new(test_support::wfcgi::wfcgi_bin())
     };
-    let out = command
-        .arg("check")
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("WSGI_HANDLER")
-        .env_remove("WFCGI_VENV")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    run_check(command, args)
 }
 
 /// Makes `path` unusable to the check's user: someone else's with mode 0700 as root, mode
