@@ -988,3 +988,99 @@ fn wfcgi_exe_check_finds_a_site_with_no_fastcgi_handler_and_request_answers_in_p
     assert!(response.ends_with("\r\n\r\nfrom wine"), "{response}");
     drop(site);
 }
+
+/// The pip package on Windows, as wfastcgi's users deploy it: the Windows wheel unpacked next
+/// to the embeddable CPython (its `._pth` names the folder; `import site` stays off, as it
+/// ships), and `python.exe -m wfcgi` started as IIS starts `scriptProcessor="python.exe|-m
+/// wfcgi"`, configured by the site's web.config alone, over the named pipe.
+#[test]
+fn the_windows_wheel_beside_the_embeddable_python_serves_the_named_pipe_as_python_m_wfcgi() {
+    let env = WindowsEnv::get();
+    let python = env.pip_python();
+    let (site, site_dir) = testapp_site("wine-pip", &[]);
+    let mut iis = WineProcess::program_as_iis(&env, Iis::Pipe, &python, &["-m", "wfcgi"]);
+    let mut client = Client::connect(iis.addr().parse().unwrap());
+    let hello = iis_get(&mut client, &site_dir, "/hello");
+    assert_eq!(hello.body(), b"Hello, World!", "{}", iis.output());
+
+    // The interpreter serving is the one that ran `-m wfcgi`, with the package from the folder
+    // its ._pth names: nothing was embedded or activated.
+    let sys = iis_get(&mut client, &site_dir, "/sys");
+    let info = String::from_utf8_lossy(sys.body()).into_owned();
+    let json = |path: &std::path::Path| windows_path(path).replace('\\', r"\\");
+    assert!(
+        info.contains(&format!("\"executable\": \"{}\"", json(&python))),
+        "{info}"
+    );
+    let packages = python.parent().unwrap().join("site-packages");
+    assert!(info.contains(&json(&packages)), "{info}");
+    assert!(info.contains("\"platform\": \"win32\""), "{info}");
+
+    // An app exception is a 500 and the pipe keeps serving; a body round trip through
+    // wsgi.input.
+    assert_eq!(
+        iis_get(&mut client, &site_dir, "/raise-before").status(),
+        500
+    );
+    let body = test_support::pattern(0, 300_000);
+    let mut params = wsgi_params("POST", "/echo", "");
+    params.extend([
+        ("APPL_PHYSICAL_PATH", site_dir.as_str()),
+        ("INSTANCE_META_PATH", "/LM/W3SVC/1"),
+    ]);
+    let echoed = client.request(1, &params, &body);
+    assert_eq!(echoed.status(), 200);
+    assert_eq!(echoed.body(), &body[..]);
+
+    // IIS's end of life for the process: the shutdown event, then exit status 0.
+    iis.say("shutdown");
+    let exit = iis.wait_exit(std::time::Duration::from_secs(20));
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "{exit:?}\n{}",
+        iis.output()
+    );
+    let logged = std::fs::read_to_string(site.path().join("wfcgi.log")).unwrap_or_default();
+    assert!(logged.contains("read web.config"), "{logged}");
+    assert!(
+        logged.contains("IIS signalled _FCGI_SHUTDOWN_EVENT_"),
+        "{logged}"
+    );
+}
+
+/// `wfcgi enable` run by the pip package's python.exe registers that python.exe with
+/// `arguments='-m wfcgi'`, and writes the site's `scriptProcessor="...python.exe|-m wfcgi"`.
+#[test]
+fn wfcgi_enable_from_python_m_wfcgi_registers_python_exe_with_dash_m_wfcgi() {
+    let env = WindowsEnv::get();
+    let python = env.pip_python();
+    let dir = test_support::TempDir::new("wine-pip-enable");
+    let site = dir.path().join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    let recorded = dir.path().join("appcmd.log");
+    let out = env
+        .command(&python)
+        .args(["-m", "wfcgi", "enable", "--appcmd"])
+        .arg(windows_path(&test_support::wine::appcmd_exe()))
+        .arg("--app-dir")
+        .arg(windows_path(&site))
+        .args(["--handler", "testapp.app.application"])
+        .env("WFCGI_TEST_APPCMD_LOG", windows_path(&recorded))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run python.exe");
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    let exe = windows_path(&python);
+    let args = std::fs::read_to_string(&recorded).unwrap_or_default();
+    assert!(
+        args.contains(&format!("/+[fullPath='{exe}',arguments='-m wfcgi',")),
+        "{args}"
+    );
+    let config = std::fs::read_to_string(site.join("web.config")).expect("web.config written");
+    assert!(
+        config.contains(&format!("scriptProcessor=\"{exe}|-m wfcgi\"")),
+        "{config}"
+    );
+}

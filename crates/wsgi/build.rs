@@ -6,7 +6,9 @@
 //! For Windows, `python3XX.dll` is delay-loaded (docs/decisions/0008-windows-python-dll.md):
 //! a delay-import library made here from the DLL's own export table takes the place of pyo3's
 //! raw-dylib import, so that the executable starts without the DLL on PATH and the bridge loads
-//! the configured Python's DLL itself.
+//! the configured Python's DLL itself. An extension module (the `pip install wfcgi` wheel, built
+//! by maturin, which sets `PYO3_BUILD_EXTENSION_MODULE`) is loaded by a python.exe that has its
+//! DLL already: it imports it with pyo3's raw-dylib, and nothing is delay-loaded.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,8 +26,21 @@ fn main() {
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
     let dll = format!("python{}{}", version.major, version.minor);
     println!("cargo:rustc-env=WFCGI_PYTHON_DLL={dll}.dll");
+    println!("cargo::rustc-check-cfg=cfg(python_delay_loaded)");
+    println!("cargo:rerun-if-env-changed=PYO3_BUILD_EXTENSION_MODULE");
+    let extension_module = std::env::var_os("PYO3_BUILD_EXTENSION_MODULE").is_some();
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("windows") {
-        delay_import_library(&dll);
+        if extension_module {
+            if std::env::var("PYO3_USE_RAW_DYLIB").as_deref() == Ok("0") {
+                fail_with(
+                    "PYO3_USE_RAW_DYLIB is 0 in an extension-module build: the module must import the DLL of the python.exe that loads it (raw-dylib), not a delay-import library",
+                    "build the Windows wheel with scripts/build-wheels --windows, without scripts/windows-build-env",
+                );
+            }
+        } else {
+            delay_import_library(&dll);
+            println!("cargo:rustc-cfg=python_delay_loaded");
+        }
     }
 }
 
@@ -133,6 +148,13 @@ fn pe_export_names(b: &[u8]) -> Option<Vec<String>> {
 }
 
 fn fail(message: &str) -> ! {
-    eprintln!("error: {message}. Fix: build for Windows through scripts/windows-build-env (scripts/setup-windows-env does)");
+    fail_with(
+        message,
+        "build for Windows through scripts/windows-build-env (scripts/setup-windows-env does)",
+    )
+}
+
+fn fail_with(message: &str, fix: &str) -> ! {
+    eprintln!("error: {message}. Fix: {fix}");
     std::process::exit(1);
 }

@@ -57,6 +57,20 @@ impl WindowsEnv {
         self.root.join("cp313")
     }
 
+    /// `python.exe` of the pip package's layout: the Windows wheel unpacked next to a copy of
+    /// the embeddable CPython, whose `._pth` names its folder (`scripts/build-wheels --test`).
+    pub fn pip_python(&self) -> PathBuf {
+        let python = self.root.join("pip-cp313/python.exe");
+        assert!(
+            self.root
+                .join("pip-cp313/site-packages/wfcgi/__init__.py")
+                .exists(),
+            "{} has no wfcgi package: run scripts/build-wheels --test (scripts/test runs it)",
+            self.root.join("pip-cp313").display()
+        );
+        python
+    }
+
     /// The same environment with the CPython's folder not on the Windows PATH: only a venv's
     /// `pyvenv.cfg` can lead to it (IIS's usual case: Python is not on the app pool's PATH).
     pub fn python_off_path(self) -> WindowsEnv {
@@ -188,6 +202,17 @@ impl WineProcess {
     /// 127.0.0.1:PORT takes connections: relayed to the pipe in the pipe modes, wfcgi's own
     /// listening socket in Tcp mode.
     pub fn as_iis(env: &WindowsEnv, mode: Iis, args: &[&str]) -> WineProcess {
+        WineProcess::program_as_iis(env, mode, &wfcgi_exe(), args)
+    }
+
+    /// `PROGRAM ARGS...` started as IIS starts a scriptProcessor, as in [`Self::as_iis`]
+    /// (`python.exe -m wfcgi`: IIS's `scriptProcessor="python.exe|-m wfcgi"`).
+    pub fn program_as_iis(
+        env: &WindowsEnv,
+        mode: Iis,
+        program: &Path,
+        args: &[&str],
+    ) -> WineProcess {
         let port = free_port();
         let mut cmd = env.command(&iis_sim_exe());
         match mode {
@@ -206,7 +231,7 @@ impl WineProcess {
             }
         }
         cmd.arg(port.to_string())
-            .arg(windows_path(&wfcgi_exe()))
+            .arg(windows_path(program))
             .args(args);
         // iis-sim relays one connection at a time: a probe would be one. It says when it listens.
         let says = match mode {

@@ -118,11 +118,13 @@ pub(crate) fn library_path() -> Option<PathBuf> {
     dll::loaded(env!("WFCGI_PYTHON_DLL"))
 }
 
-/// Windows: `python3XX.dll` is delay-loaded (crates/wsgi/build.rs): nothing of it may be
-/// touched before [`dll::bind_all_imports`] has run, which `python_dll::ensure_loaded` does
-/// before the first CPython call. The address-table walk is what mingw-w64's
+/// Windows: in wfcgi.exe `python3XX.dll` is delay-loaded (crates/wsgi/build.rs, the cfg
+/// `python_delay_loaded`): nothing of it may be touched before `dll::bind_all_imports` has
+/// run, which `python_dll::ensure_loaded` does before the first CPython call. (The extension
+/// module of the pip package imports the DLL as usual: python.exe has loaded it.) The address-table walk is what mingw-w64's
 /// `__HrLoadAllImportsForDll` does, with GetProcAddress's failure returned instead of raised.
 #[cfg(windows)]
+#[cfg_attr(not(python_delay_loaded), allow(dead_code, unused_imports))]
 pub(crate) mod dll {
     use std::ffi::{CStr, OsStr, OsString};
     use std::os::windows::ffi::{OsStrExt, OsStringExt};
@@ -185,11 +187,13 @@ pub(crate) mod dll {
         Some(PathBuf::from(OsString::from_wide(&buf[..n as usize])))
     }
 
+    #[cfg(python_delay_loaded)]
     include!(concat!(env!("OUT_DIR"), "/delay_descriptor.rs"));
 
     /// Binds every delay-loaded import of the Python DLL, already loaded as `dll`, now: its
     /// data imports (type objects, exception classes) are only usable after this. A name the
     /// DLL does not export (another Python's DLL) is an error naming it.
+    #[cfg(python_delay_loaded)]
     pub(crate) fn bind_all_imports(dll: &str) -> Result<(), String> {
         let wname = wide(OsStr::new(dll));
         // SAFETY: wname is NUL-terminated.

@@ -142,8 +142,8 @@ pub fn check_venv_version(
 /// thread detached so that pool threads can attach.
 pub fn initialize(venv: Option<&VenvSetting>) -> Result<(), StartError> {
     let layout = venv.map(resolve_venv).transpose()?;
-    // Before any CPython call: on Windows the DLL is delay-loaded.
-    #[cfg(windows)]
+    // Before any CPython call: wfcgi.exe delay-loads the DLL.
+    #[cfg(python_delay_loaded)]
     crate::python_dll::ensure_loaded(layout.as_ref(), venv)?;
     let wanted = venv.map(|v| v.path.clone());
     let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());

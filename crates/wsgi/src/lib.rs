@@ -32,7 +32,7 @@ pub mod input;
 pub mod interpreter;
 pub mod loader;
 mod pool;
-#[cfg(windows)]
+#[cfg(python_delay_loaded)]
 mod python_dll;
 pub mod request_id;
 pub mod response;

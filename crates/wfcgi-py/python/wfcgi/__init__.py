@@ -16,7 +16,9 @@ def main(argv=None):
 
     if argv is None:
         argv = sys.argv[1:]
-    # What the app prints before wfcgi takes over stdout and stderr.
-    sys.stdout.flush()
-    sys.stderr.flush()
+    # What was printed before wfcgi takes over stdout and stderr. Under IIS there are none
+    # (the process has no standard output or error handle): both are None.
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
     return _wfcgi.main(list(argv))
