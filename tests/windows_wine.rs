@@ -1084,3 +1084,67 @@ fn wfcgi_enable_from_python_m_wfcgi_registers_python_exe_with_dash_m_wfcgi() {
         "{config}"
     );
 }
+
+/// The Linux processes whose command line contains `needle` (Wine shows a Windows program's
+/// command line as its own).
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(needle) {
+                found.push(cmdline);
+            }
+        }
+    }
+    found
+}
+
+/// IIS puts its FastCGI processes in a job that ends with the worker process; iis-sim does the
+/// same, so that a test which ends (killing iis-sim) leaves no wfcgi.exe running behind it.
+#[test]
+fn killing_iis_sim_ends_the_program_it_started() {
+    let (mut iis, _log, dir) = testapp_as_iis(
+        Iis::Pipe,
+        "wine-job",
+        "testapp.app.application",
+        "wfcgi.log",
+        &[],
+    );
+    let mut client = Client::connect(iis.addr().parse().unwrap());
+    assert_eq!(get(&mut client, "/hello").body(), b"Hello, World!");
+    // The scratch folder's name is in wfcgi.exe's --log-file, and nowhere else.
+    let marker = dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        processes_with(&marker)
+            .iter()
+            .any(|p| p.contains("wfcgi.exe")),
+        "{:?}",
+        processes_with(&marker)
+    );
+    // A request that runs for a minute: at the end of its pipe wfcgi.exe would let it finish
+    // (the shutdown grace) before exiting; the job ends it with iis-sim.
+    client.send(&Client::request_bytes(
+        1,
+        true,
+        &wsgi_params("GET", "/sleep", "ms=60000"),
+        b"",
+    ));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    iis.kill();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !processes_with(&marker).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running after iis-sim was killed: {:?}",
+            processes_with(&marker)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(client);
+}

@@ -23,7 +23,8 @@
 //! pipe made by tokio's `ServerOptions` would be bound to this process's completion port and
 //! break the child), connects its client end first, as IIS does, and starts PROGRAM with
 //! `CreateProcessW`: standard input the pipe's server end, standard output and error
-//! `INVALID_HANDLE_VALUE`. Then it listens on 127.0.0.1:PORT and relays each TCP connection
+//! `INVALID_HANDLE_VALUE`, in a job that ends it (and whatever it started) when iis-sim ends, as
+//! IIS's FastCGI processes end with their worker process. Then it listens on 127.0.0.1:PORT and relays each TCP connection
 //! to a pipe connection, copying bytes both ways. When the program closes the pipe connection
 //! (after a request without FCGI_KEEP_CONN), the TCP connection is closed and the next one
 //! gets a new pipe connection (the program must have disconnected and reconnected its end, as
@@ -154,7 +155,44 @@ mod windows {
         }
         // SAFETY: the thread handle is not used.
         unsafe { CloseHandle(process.hThread) };
+        end_with_iis_sim(process.hProcess)?;
         Ok(process.hProcess as usize)
+    }
+
+    /// Puts the program (and what it starts) in a job that ends with iis-sim, as IIS's FastCGI
+    /// processes end with their worker process: a test that kills iis-sim leaves nothing
+    /// running. The job's handle stays open for iis-sim's life; its end closes the job.
+    fn end_with_iis_sim(process: HANDLE) -> Result<(), String> {
+        use windows_sys::Win32::System::JobObjects::{
+            AssignProcessToJobObject, CreateJobObjectW, JobObjectExtendedLimitInformation,
+            SetInformationJobObject, JOBOBJECT_EXTENDED_LIMIT_INFORMATION,
+            JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
+        };
+        // SAFETY: no attributes, no name: an anonymous job, its handle not inherited.
+        let job = unsafe { CreateJobObjectW(std::ptr::null(), std::ptr::null()) };
+        if job.is_null() {
+            return Err(last_error("CreateJobObjectW"));
+        }
+        // SAFETY: plain data; zero is a valid value.
+        let mut limits: JOBOBJECT_EXTENDED_LIMIT_INFORMATION = unsafe { std::mem::zeroed() };
+        limits.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE;
+        // SAFETY: `limits` is the structure this class takes, with its size.
+        let set = unsafe {
+            SetInformationJobObject(
+                job,
+                JobObjectExtendedLimitInformation,
+                (&raw const limits).cast(),
+                std::mem::size_of::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>() as u32,
+            )
+        };
+        if set == 0 {
+            return Err(last_error("SetInformationJobObject"));
+        }
+        // SAFETY: both handles are valid; the job handle is deliberately never closed.
+        if unsafe { AssignProcessToJobObject(job, process) } == 0 {
+            return Err(last_error("AssignProcessToJobObject"));
+        }
+        Ok(())
     }
 
     /// Waits for the program to exit: its exit code.

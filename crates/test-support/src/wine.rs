@@ -289,6 +289,12 @@ impl WineProcess {
         stdin.flush().expect("flush");
     }
 
+    /// Kills it (SIGKILL to its Wine process) and waits for that process to end.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Everything it wrote to stdout and stderr so far.
     pub fn output(&self) -> String {
         String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
