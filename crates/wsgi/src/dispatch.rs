@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::{MutexExt, PyOnceLock};
 
@@ -14,7 +15,7 @@ use crate::config::BridgeConfig;
 use crate::environ::{EnvironOptions, EnvironTemplate};
 use crate::input::{Input, InputLimits};
 use crate::loader::{self, LoadError};
-use crate::request_id::{id_for, Head};
+use crate::request_id::id_for;
 use crate::response::{self, error_page_for, Outcome, StartResponse};
 use crate::watchdog::Running;
 use crate::{format_exception, stdio};
@@ -109,7 +110,20 @@ impl Shared {
     /// Runs one request on the current (attached) thread: environ, app call, response, finish.
     /// It is in `running` while it runs, and every log line about it carries its id.
     pub(crate) fn dispatch(&self, py: Python<'_>, params: Params, body: Body, response: Response) {
-        let head = Head::of(&params);
+        // The environ first: its pass over the params also reads the request's head (method,
+        // path, length, X-Request-Id), which everything below needs.
+        let (environ, head) = match self.template.build(py, params.iter()) {
+            Ok(built) => built,
+            Err(err) => {
+                // Only an allocation failure gets here; dropping the response ends the request
+                // with app status 1.
+                tracing::error!(
+                    "preparing the request failed:\n{}",
+                    format_exception(py, &err)
+                );
+                return;
+            }
+        };
         let id = id_for(&head);
         let _span = tracing::error_span!("request", id = %id).entered();
         let _running = self
@@ -156,14 +170,13 @@ impl Shared {
         }
         let input = Input::new(body, response.expiry(), content_length, self.limits);
         let prepared = Bound::new(py, input).and_then(|input| {
-            let environ = self.template.build(py, params.iter(), input.as_any())?;
+            environ.set_item(intern!(py, "wsgi.input"), &input)?;
             Ok((
                 input,
-                environ,
                 Bound::new(py, StartResponse::for_request(response, id.clone()))?,
             ))
         });
-        let (input, environ, start) = match prepared {
+        let (input, start) = match prepared {
             Ok(prepared) => prepared,
             Err(err) => {
                 // Only an allocation failure gets here; dropping the response ends the request
