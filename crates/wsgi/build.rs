@@ -34,7 +34,7 @@ fn main() {
             if std::env::var("PYO3_USE_RAW_DYLIB").as_deref() == Ok("0") {
                 fail_with(
                     "PYO3_USE_RAW_DYLIB is 0 in an extension-module build: the module must import the DLL of the python.exe that loads it (raw-dylib), not a delay-import library",
-                    "build the Windows wheel with scripts/build-wheels --windows, without scripts/windows-build-env",
+                    "build the Windows wheels with scripts/build-wheels --platform windows, without scripts/windows-build-env",
                 );
             }
         } else {

@@ -318,7 +318,6 @@ impl WineProcess {
 
 impl Drop for WineProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }

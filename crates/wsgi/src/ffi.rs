@@ -121,8 +121,9 @@ pub(crate) fn library_path() -> Option<PathBuf> {
 /// Windows: in wfcgi.exe `python3XX.dll` is delay-loaded (crates/wsgi/build.rs, the cfg
 /// `python_delay_loaded`): nothing of it may be touched before `dll::bind_all_imports` has
 /// run, which `python_dll::ensure_loaded` does before the first CPython call. (The extension
-/// module of the pip package imports the DLL as usual: python.exe has loaded it.) The address-table walk is what mingw-w64's
-/// `__HrLoadAllImportsForDll` does, with GetProcAddress's failure returned instead of raised.
+/// module of the pip package imports the DLL as usual: python.exe has loaded it.) The
+/// address-table walk is what mingw-w64's `__HrLoadAllImportsForDll` does, with
+/// GetProcAddress's failure returned instead of raised.
 #[cfg(windows)]
 #[cfg_attr(not(python_delay_loaded), allow(dead_code, unused_imports))]
 pub(crate) mod dll {
