@@ -606,12 +606,17 @@ impl Supervisor {
             slot.retry_at = Instant::now();
             return;
         }
-        let when = match (w.role, w.busy) {
+        let in_flight = w.slate.running();
+        // A request in its slate means it was serving, even if its "busy" word, sent at that
+        // request's start, is still unread in the pipe: a request that makes the worker exit at
+        // once can end it before the supervisor reads the word.
+        let busy = w.busy || !in_flight.is_empty();
+        let when = match (w.role, busy) {
             (Role::Incoming, _) => "while starting, before it was ready",
             (_, false) => "before its first request",
             _ => "while serving",
         };
-        let running = match w.slate.running().as_slice() {
+        let running = match in_flight.as_slice() {
             [] => "no request was running".to_string(),
             running => {
                 let each: Vec<String> = running
@@ -625,7 +630,7 @@ impl Supervisor {
         if w.reload {
             self.abandon_reload();
         }
-        if w.busy {
+        if busy {
             let slot = &mut self.slots[w.slot];
             slot.early_deaths = 0;
             slot.retry_at = Instant::now();
