@@ -29,7 +29,7 @@ fn get(w: &Wfcgi, path: &str, query: &str) -> Option<(u16, String)> {
 }
 
 /// The frame of the test app's `sleep` route, as `traceback.format_stack` prints it.
-const SLEEP_FRAME: &str = "testapp/app.py\", line 177, in sleep";
+const SLEEP_FRAME: &str = "testapp/app.py\", line 178, in sleep";
 const SLEEP_SOURCE: &str = "time.sleep(_int(_query(environ), \"ms\", 100) / 1000.0)";
 
 #[test]

@@ -837,7 +837,7 @@ fn under_iis_a_hung_request_gets_504_with_its_stack_logged_and_the_process_makes
         "{logged}"
     );
     assert!(
-        logged.contains("app.py\", line 177, in sleep"),
+        logged.contains("app.py\", line 178, in sleep"),
         "the app's frame: {logged}"
     );
 }

@@ -12,6 +12,7 @@ Routes (query parameters in brackets, with their defaults):
   /bigresponse[size=1048576&chunk=65536]
                                S bytes of pattern() in C-byte pieces, Content-Length set
   /sleep[ms=100]               sleeps, then ``slept``
+  /barrier[?n=2&timeout=20]    ``passed`` once n requests are in the app at once (n threads), else 503
   /environ                     JSON of the environ's str/int/bool/tuple values
   /raise-before                RuntimeError before start_response
   /raise-after                 start_response, yields b'partial', then RuntimeError
@@ -176,6 +177,27 @@ def bigresponse(environ, start_response):
 def sleep(environ, start_response):
     time.sleep(_int(_query(environ), "ms", 100) / 1000.0)
     return _text(start_response, "200 OK", "slept")
+
+
+_barriers = {}
+_barriers_lock = threading.Lock()
+
+
+def barrier(environ, start_response):
+    """Answers once `n` requests are in the app at the same time (so `n` threads serve them), or
+    503 after `timeout` seconds (default 20) if they never were."""
+    q = _query(environ)
+    n = _int(q, "n", 2)
+    with _barriers_lock:
+        b = _barriers.get(n)
+        if b is None or b.broken:
+            b = _barriers[n] = threading.Barrier(n)
+    try:
+        b.wait(timeout=_float(q, "timeout", 20.0))
+    except threading.BrokenBarrierError:
+        return _text(start_response, "503 Service Unavailable",
+                     "fewer than %d requests were in the app at once" % n)
+    return _text(start_response, "200 OK", "passed")
 
 
 def environ_json(environ, start_response):
@@ -365,6 +387,7 @@ ROUTES = {
     "/stream": stream,
     "/bigresponse": bigresponse,
     "/sleep": sleep,
+    "/barrier": barrier,
     "/environ": environ_json,
     "/raise-before": raise_before,
     "/raise-after": raise_after,

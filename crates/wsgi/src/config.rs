@@ -55,8 +55,9 @@ pub struct BridgeConfig {
     pub app_dir: PathBuf,
     /// Extra `sys.path` entries (already `%VAR%`-expanded and split on `;`), appended in order.
     pub python_path: Vec<PathBuf>,
-    /// Python worker threads. Default 8: enough to overlap I/O-bound apps; a CPU-bound app is
-    /// limited by the GIL whatever the count.
+    /// The most Python threads serving at once. Default 32. More are woken only for requests
+    /// queued behind blocked ones (`pool`), so a CPU-bound app runs on about one whatever the
+    /// count.
     pub threads: usize,
     /// Requests waiting for a free thread before new ones are refused with 503. Default 1024.
     pub queue_len: usize,
@@ -121,7 +122,7 @@ impl BridgeConfig {
             venv: None,
             app_dir,
             python_path: Vec::new(),
-            threads: 8,
+            threads: 32,
             queue_len: 1024,
             debug_responses: false,
             spool_threshold: 1024 * 1024,

@@ -208,7 +208,7 @@ impl Input {
             Err(TryChunkError::Empty) => {
                 let body = &mut *self.body;
                 let deadline = self.deadline;
-                py.detach(|| body.blocking_chunk(deadline))
+                py.detach(|| crate::pool::waiting_for_client(|| body.blocking_chunk(deadline)))
             }
         };
         let chunk = match pulled {

@@ -242,7 +242,9 @@ impl StartResponse {
         }
         let result = match response.try_write(data) {
             Ok(()) => Ok(()),
-            Err(TryWriteError::Full(data)) => py.detach(|| response.blocking_write(data)),
+            Err(TryWriteError::Full(data)) => {
+                py.detach(|| crate::pool::waiting_for_client(|| response.blocking_write(data)))
+            }
             Err(TryWriteError::Failed(e)) => Err(e),
         };
         result.map_err(|e| {
@@ -597,7 +599,7 @@ fn send_file(
             let Some(response) = state.response.as_mut() else {
                 return Err("response already finished".to_owned());
             };
-            if let Err(e) = response.blocking_write(data) {
+            if let Err(e) = crate::pool::waiting_for_client(|| response.blocking_write(data)) {
                 state.gone = Some(e);
                 return Err(format!("the response could not be sent: {e:?}"));
             }

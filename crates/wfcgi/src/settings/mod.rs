@@ -870,7 +870,7 @@ mod tests {
         .resolve()
         .expect("resolves");
         assert_eq!(s.bridge.handler, None);
-        assert_eq!(s.bridge.threads, 8);
+        assert_eq!(s.bridge.threads, 32);
         assert_eq!(s.bridge.app_dir, Path::new("/site"));
         assert!(!s.bridge.debug_responses);
         assert_eq!(s.bridge.max_body_bytes, None);
@@ -1353,9 +1353,9 @@ mod tests {
     fn every_error_message() {
         let cases: &[(&str, Case, &str)] = &[
             ("threads not a number (flag)", Case { flags: &[(WFCGI_THREADS, "abc")], web: NONE, env: NONE },
-             "invalid --threads \"abc\" (command line): not a whole number. Fix: use a whole number of Python threads from 1 to 1024, e.g. 8"),
+             "invalid --threads \"abc\" (command line): not a whole number. Fix: use a whole number of Python threads from 1 to 1024, e.g. 32"),
             ("threads zero (web.config)", Case { flags: &[], web: &[(WFCGI_THREADS, "0")], env: NONE },
-             "invalid WFCGI_THREADS \"0\" (web.config /site/web.config line 3): out of range 1-1024. Fix: use a whole number of Python threads from 1 to 1024, e.g. 8"),
+             "invalid WFCGI_THREADS \"0\" (web.config /site/web.config line 3): out of range 1-1024. Fix: use a whole number of Python threads from 1 to 1024, e.g. 32"),
             ("queue len (environment)", Case { flags: &[], web: NONE, env: &[(WFCGI_QUEUE_LEN, "-1")] },
              "invalid WFCGI_QUEUE_LEN \"-1\" (environment variable): not a whole number. Fix: use a whole number of queued requests from 1 to 1000000, e.g. 1024"),
             ("grace too long", Case { flags: &[(WFCGI_SHUTDOWN_GRACE_SECS, "9999")], web: NONE, env: NONE },

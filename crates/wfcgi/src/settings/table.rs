@@ -206,9 +206,9 @@ pub(crate) const SETTINGS: &[Setting] = &[
     Setting {
         name: WFCGI_THREADS,
         flag: flag("--threads", "N"),
-        default: Default::Value("8"),
-        help: "Python worker threads (1-1024)",
-        doc: "Python worker threads (1-1024). I/O-bound apps overlap; CPU-bound ones are limited by the GIL whatever the number.",
+        default: Default::Value("32"),
+        help: "the most Python threads serving at once (1-1024)",
+        doc: "The most Python threads serving at once (1-1024). Another thread is woken only when a request waits behind threads that are blocked (a database call, a sleep, a slow upload), so a CPU-bound app runs on about one thread whatever the number, and an I/O-bound one on as many as it has requests blocked. Raise it when more requests than this block at once.",
         wfastcgi: "New: wfastcgi ran one request at a time per process.",
         apply: Apply::Each(apply::threads),
     },

@@ -1,0 +1,62 @@
+//! The Python threads with the default settings. Only one runs while the app is CPU-bound (the
+//! others would only hand the GIL around), but a request behind one that blocks is handed to
+//! another thread: as many serve at once as the app has requests blocked, up to `--threads`.
+
+use std::time::Duration;
+
+use test_support::wfcgi::{wsgi_params, Wfcgi};
+
+/// Sixteen requests that each wait in the app until all sixteen are in it. None can finish
+/// unless sixteen threads are serving at once: the default thread count must allow it, and the
+/// pool must wake a parked thread for a request queued behind threads that blocked (no thread
+/// finishes, so no thread would take the next request itself).
+#[test]
+fn with_the_default_settings_sixteen_requests_that_wait_for_each_other_all_finish() {
+    let mut w = Wfcgi::serve_testapp(&[]);
+    let requests: Vec<_> = (0..16)
+        .map(|_| {
+            let mut c = w.connect();
+            std::thread::spawn(move || {
+                let params = wsgi_params("GET", "/barrier", "n=16&timeout=10");
+                let reply = c.request(1, &params, b"");
+                (
+                    reply.status(),
+                    String::from_utf8_lossy(reply.body()).into_owned(),
+                )
+            })
+        })
+        .collect();
+    for request in requests {
+        let (status, body) = request.join().unwrap();
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "passed"),
+            "log:\n{}",
+            w.log()
+        );
+    }
+    w.signal(libc::SIGTERM);
+    w.wait_exit(Duration::from_secs(30))
+        .expect("wfcgi did not exit after SIGTERM");
+    // How the threads were woken: the first request woke a thread for the idle pool; the others
+    // (none finished, so none was taken on by a finishing thread) woke one each for a stalled
+    // pool. A woken thread that finds more than one request queued can take a second one without
+    // another wake (a spurious futex wake-up), hence at most 15.
+    let log = w.log();
+    let stats = log
+        .lines()
+        .find(|l| l.contains("Python threads: "))
+        .unwrap_or_else(|| panic!("no thread statistics at shutdown; log:\n{log}"));
+    assert!(
+        stats.contains("16 requests started (0 taken on")
+            && stats.contains("wakes: 1 for an idle pool, "),
+        "{stats}"
+    );
+    let stalled: u32 = stats
+        .split("for an idle pool, ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no stall count in: {stats}"));
+    assert!((1..=15).contains(&stalled), "{stats}");
+}
