@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use client::{Buffers, Expect, Outcome, RequestSpec, Target};
-use stats::{Counts, ErrorKind, Latency, Report};
+use stats::{Counts, ErrorKind, Idle, Latency, Report};
 
 /// Exit status for bad options (a usage error) or a target that cannot be resolved.
 const EXIT_USAGE: u8 = 2;
@@ -108,6 +108,11 @@ pub struct BenchArgs {
     /// Threads of the client's runtime (1 leaves the other cores to the server)
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub client_threads: usize,
+    /// Also hold N connections open and idle for the whole run, each after one request, as a
+    /// web server's keepalive pool holds them: opened before the warm-up, checked still open at
+    /// the end. Needs a file descriptor limit above N (this process raises its soft limit).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub idle: usize,
 }
 
 /// `10s`, `500ms`, `2m`, `1.5s`, or a plain number of seconds.
@@ -310,6 +315,79 @@ async fn connection_task(plan: Arc<Plan>) -> TaskResult {
     result
 }
 
+/// Idle connections opened at once: more would overflow the server's listen backlog.
+const IDLE_OPEN_AT_ONCE: usize = 128;
+
+/// Opens `n` connections and sends one request on each (it must pass the checks); returns the
+/// ones that did, and how many did not.
+async fn open_idle(plan: &Arc<Plan>, n: usize) -> (Vec<fastcgi::Stream>, u64) {
+    let mut streams = Vec::with_capacity(n);
+    let mut failed = 0;
+    let mut opening = tokio::task::JoinSet::new();
+    let mut started = 0;
+    while started < n || !opening.is_empty() {
+        while started < n && opening.len() < IDLE_OPEN_AT_ONCE {
+            let plan = plan.clone();
+            opening.spawn(async move {
+                let mut stream = plan.target.connect().await.ok()?;
+                let mut bufs = Buffers::new();
+                let exchange =
+                    client::exchange(&mut stream, &plan.request, &mut bufs, &plan.expect);
+                match tokio::time::timeout(plan.timeout, exchange).await {
+                    Ok(Outcome::Ok) => Some(stream),
+                    _ => None,
+                }
+            });
+            started += 1;
+        }
+        match opening.join_next().await {
+            Some(Ok(Some(stream))) => streams.push(stream),
+            Some(_) => failed += 1,
+            None => {}
+        }
+    }
+    (streams, failed)
+}
+
+/// How many of the idle connections are still open: a read that finds nothing to read within
+/// a moment. One the server closed reads end of stream (or an error) at once.
+async fn still_open(streams: Vec<fastcgi::Stream>) -> u64 {
+    use tokio::io::AsyncReadExt;
+    let mut checks = tokio::task::JoinSet::new();
+    for mut stream in streams {
+        checks.spawn(async move {
+            let mut byte = [0u8; 1];
+            let read = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut byte));
+            read.await.is_err()
+        });
+    }
+    let mut open = 0;
+    while let Some(check) = checks.join_next().await {
+        open += u64::from(check.unwrap_or(false));
+    }
+    open
+}
+
+/// Raises this process's soft limit on open files to the hard one, for `--idle`.
+#[cfg(unix)]
+fn raise_fd_limit() -> u64 {
+    // SAFETY: getrlimit fills the struct it is given; setrlimit reads it.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        limit.rlim_cur as u64
+    }
+}
+
+#[cfg(not(unix))]
+fn raise_fd_limit() -> u64 {
+    u64::MAX
+}
+
 /// User and system CPU time of this process so far (not measured off Unix: zero).
 #[cfg(not(unix))]
 fn cpu_times() -> (Duration, Duration) {
@@ -392,6 +470,17 @@ fn run(args: &BenchArgs) -> Result<Report, String> {
     if args.requests == Some(0) {
         return Err("--requests must be at least 1".into());
     }
+    if args.idle > 0 {
+        let limit = raise_fd_limit();
+        let needed = (args.idle + args.connections + 64) as u64;
+        if limit < needed {
+            return Err(format!(
+                "--idle {} needs about {needed} open files, and this process may open {limit}: \
+                 raise the limit (ulimit -n) or hold fewer",
+                args.idle
+            ));
+        }
+    }
     let (target, server_port) = resolve_target(&args.target)?;
     let expect_body = match args.expect_body.as_deref() {
         None => None,
@@ -428,9 +517,7 @@ fn run(args: &BenchArgs) -> Result<Report, String> {
     }
     .map_err(|e| format!("cannot start the runtime: {e}"))?;
 
-    let begin = Instant::now();
-    let measure_start = begin + args.warmup;
-    let plan = Arc::new(Plan {
+    let mut plan = Plan {
         target,
         request: spec.encode(),
         expect: Expect {
@@ -439,12 +526,27 @@ fn run(args: &BenchArgs) -> Result<Report, String> {
         },
         timeout: args.timeout,
         keep_conn: args.keep_conn,
-        measure_start,
-        deadline: duration.map(|d| measure_start + d),
+        measure_start: Instant::now(),
+        deadline: None,
         remaining: args.requests.map(|n| AtomicI64::new(n as i64)),
         done: AtomicU64::new(0),
         failed: AtomicU64::new(0),
-    });
+    };
+    // The idle connections first: the clock of the run starts once they are all held.
+    let (idle_streams, idle_failed) = if args.idle > 0 {
+        let shared = Arc::new(plan);
+        let opened = runtime.block_on(open_idle(&shared, args.idle));
+        plan = Arc::into_inner(shared).expect("the opening tasks are done");
+        opened
+    } else {
+        (Vec::new(), 0)
+    };
+    let idle_opened = idle_streams.len() as u64;
+    let begin = Instant::now();
+    let measure_start = begin + args.warmup;
+    plan.measure_start = measure_start;
+    plan.deadline = duration.map(|d| measure_start + d);
+    let plan = Arc::new(plan);
 
     let (results, cpu) = runtime.block_on(async {
         let progress = std::io::stderr()
@@ -471,6 +573,13 @@ fn run(args: &BenchArgs) -> Result<Report, String> {
                 cpu_end.1.saturating_sub(cpu_start.1),
             ),
         )
+    });
+
+    let idle = (args.idle > 0).then(|| Idle {
+        requested: args.idle as u64,
+        opened: idle_opened,
+        failed: idle_failed,
+        held: runtime.block_on(still_open(idle_streams)),
     });
 
     let mut counts = Counts::default();
@@ -505,6 +614,7 @@ fn run(args: &BenchArgs) -> Result<Report, String> {
         cpu_user: cpu.0,
         cpu_sys: cpu.1,
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        idle,
     })
 }
 
@@ -620,6 +730,14 @@ mod tests {
         let reconnect = bench(&["-c", "2", "-n", "50", "--keep-conn", "off"]);
         assert_eq!(reconnect.counts.ok, 50, "{}", reconnect.to_text());
 
+        // Idle connections beside the load: each answered one request, and all are still
+        // open at the end (the server keeps connections).
+        let idle = bench(&["-c", "2", "-n", "100", "--idle", "300"]);
+        assert_eq!(idle.counts.ok, 100, "{}", idle.to_text());
+        let held = idle.idle.as_ref().unwrap();
+        assert_eq!((held.opened, held.failed, held.held), (300, 0, 300));
+        assert!(idle.to_json().contains("\"held\":300}"));
+
         let wrong_body = bench(&["-n", "5", "--expect-body", "Hello"]);
         assert_eq!(wrong_body.counts.errors[ErrorKind::Body.index()], 5);
         let wrong_status = bench(&["-d", "200ms", "--path", "/nope"]);
@@ -656,7 +774,8 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         let server = std::thread::spawn(move || {
             rt.block_on(async move {
-                for _ in 0..20 {
+                // 3 idle connections, then 20 requests, each on a new connection.
+                for _ in 0..23 {
                     let (mut s, _) = listener.accept().await.unwrap();
                     let mut buf = bytes::BytesMut::new();
                     'read: loop {
@@ -704,6 +823,7 @@ mod tests {
             timeout: Duration::from_secs(10),
             json: false,
             client_threads: 1,
+            idle: 3,
         };
         let report = run(&args).unwrap();
         server.join().unwrap();
@@ -711,5 +831,8 @@ mod tests {
         assert_eq!(report.counts.error_total(), 0);
         assert_eq!(report.counts.server_closed, 19);
         assert!(report.to_json().contains("\"server_closed_kept_conns\":19"));
+        // The idle connections were answered, then closed: none is held.
+        let idle = report.idle.as_ref().unwrap();
+        assert_eq!((idle.opened, idle.held), (3, 0), "{}", report.to_text());
     }
 }

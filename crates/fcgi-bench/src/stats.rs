@@ -124,6 +124,16 @@ impl Latency {
 
 /// Everything a run reports.
 #[derive(Debug, Clone)]
+/// `--idle`: the connections held open beside the load.
+pub(crate) struct Idle {
+    pub requested: u64,
+    /// Connected and answered their one request.
+    pub opened: u64,
+    pub failed: u64,
+    /// Still open after the run.
+    pub held: u64,
+}
+
 pub(crate) struct Report {
     pub target: String,
     pub connections: usize,
@@ -143,6 +153,7 @@ pub(crate) struct Report {
     pub cpu_user: Duration,
     pub cpu_sys: Duration,
     pub cpus: usize,
+    pub idle: Option<Idle>,
 }
 
 impl Report {
@@ -193,7 +204,7 @@ impl Report {
             "}},\"rps\":{:.2},\"latency_us\":{{\"count\":{},\"p50\":{},\"p90\":{},\"p99\":{},\"max\":{},\
              \"mean\":{:.1}}},\"bytes_sent\":{},\"bytes_received\":{},\"body_bytes\":{},\
              \"server_closed_kept_conns\":{},\"client_cpu\":{{\"user_secs\":{:.3},\"sys_secs\":{:.3},\"percent_of_one_core\":{:.1}}},\
-             \"cpus\":{}}}",
+             \"cpus\":{}",
             self.rps(),
             l.count,
             l.p50,
@@ -210,6 +221,14 @@ impl Report {
             self.cpu_percent(),
             self.cpus,
         );
+        if let Some(idle) = &self.idle {
+            let _ = write!(
+                out,
+                ",\"idle\":{{\"requested\":{},\"opened\":{},\"failed\":{},\"held\":{}}}",
+                idle.requested, idle.opened, idle.failed, idle.held
+            );
+        }
+        out.push('}');
         out
     }
 
@@ -291,6 +310,14 @@ impl Report {
             if self.client_threads == 1 { "" } else { "s" },
             self.cpus,
         );
+        if let Some(idle) = &self.idle {
+            let _ = writeln!(
+                out,
+                "  idle         {} of {} connections held open and idle through the run ({} opened, \
+                 {} failed to open or to answer their request)",
+                idle.held, idle.requested, idle.opened, idle.failed
+            );
+        }
         out
     }
 }
@@ -393,6 +420,7 @@ mod tests {
             cpu_user: Duration::from_millis(500),
             cpu_sys: Duration::from_millis(500),
             cpus: 2,
+            idle: None,
         };
         let json = report.to_json();
         assert!(json.starts_with('{') && json.ends_with('}'), "{json}");
@@ -404,5 +432,21 @@ mod tests {
         assert!(json.contains("\"timeout\":2}"), "{json}");
         assert!(json.contains("\"percent_of_one_core\":50.0"), "{json}");
         assert!(report.to_text().contains("5.0 req/s"));
+        assert!(!json.contains("idle"), "{json}");
+        let report = Report {
+            idle: Some(Idle {
+                requested: 10,
+                opened: 9,
+                failed: 1,
+                held: 8,
+            }),
+            ..report
+        };
+        let json = report.to_json();
+        assert!(
+            json.ends_with(",\"idle\":{\"requested\":10,\"opened\":9,\"failed\":1,\"held\":8}}"),
+            "{json}"
+        );
+        assert!(report.to_text().contains("8 of 10 connections held open"));
     }
 }
