@@ -73,9 +73,7 @@ pub(crate) enum Refused {
 struct QueueState<T> {
     jobs: VecDeque<T>,
     closed: bool,
-    /// Consumers waiting in `pop`.
-    parked: usize,
-    /// Of those, how many were woken and have not yet returned from the wait.
+    /// Consumers woken and not yet back from their wait in `pop`.
     waking: usize,
     /// The parked consumers not yet woken, the most recently parked last: a wake takes the last
     /// (its stack and thread state are the likeliest to be in the CPU's caches). A condvar's
@@ -177,7 +175,6 @@ impl<T> JobQueue<T> {
             state: Mutex::new(QueueState {
                 jobs: VecDeque::with_capacity(capacity.min(1024)),
                 closed: false,
-                parked: 0,
                 waking: 0,
                 idle: Vec::with_capacity(consumers),
                 woken: vec![false; consumers],
@@ -234,12 +231,9 @@ impl<T> JobQueue<T> {
         }
         state.jobs.push_back(job);
         self.queued.store(state.jobs.len(), Ordering::Relaxed);
-        let running = self.consumers.len() - state.parked + state.waking;
-        if running == 0 && !state.idle.is_empty() {
-            let woken = self.wake_one(&mut state);
-            drop(state);
-            self.stats.idle_wakes.fetch_add(1, Ordering::Relaxed);
-            self.consumers[woken].wake.notify_one();
+        // Every consumer not idle runs (a woken one is on its way to run).
+        if state.idle.len() == self.consumers.len() {
+            self.wake_one(state, &self.stats.idle_wakes);
         } else if state.waker_idle {
             state.waker_idle = false;
             drop(state);
@@ -270,7 +264,6 @@ impl<T> JobQueue<T> {
             if state.closed {
                 return None;
             }
-            state.parked += 1;
             state.idle.push(n);
             while !state.woken[n] && !state.closed {
                 state = self.consumers[n]
@@ -278,7 +271,6 @@ impl<T> JobQueue<T> {
                     .wait(state)
                     .unwrap_or_else(|e| e.into_inner());
             }
-            state.parked -= 1;
             if state.woken[n] {
                 state.woken[n] = false;
                 state.waking -= 1;
@@ -289,13 +281,15 @@ impl<T> JobQueue<T> {
         }
     }
 
-    /// Takes the most recently parked idle consumer and marks it woken; the caller notifies its
-    /// condvar once the lock is released.
-    fn wake_one(&self, state: &mut QueueState<T>) -> usize {
+    /// Wakes the most recently parked idle consumer (there must be one), counting the wake in
+    /// `counter`; its condvar is notified once the lock is released.
+    fn wake_one(&self, mut state: MutexGuard<'_, QueueState<T>>, counter: &AtomicU64) {
         let n = state.idle.pop().expect("an idle consumer");
         state.woken[n] = true;
         state.waking += 1;
-        n
+        drop(state);
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.consumers[n].wake.notify_one();
     }
 
     /// Consumer `n` starts a job: from `pop` (`parked`, after `waited` for the GIL) or from
@@ -358,12 +352,9 @@ impl<T> JobQueue<T> {
                     continue;
                 }
                 if self.stalled(since) {
-                    let mut state = self.lock();
+                    let state = self.lock();
                     if !state.jobs.is_empty() && self.can_wake(&state) {
-                        let woken = self.wake_one(&mut state);
-                        drop(state);
-                        self.stats.stall_wakes.fetch_add(1, Ordering::Relaxed);
-                        self.consumers[woken].wake.notify_one();
+                        self.wake_one(state, &self.stats.stall_wakes);
                     }
                 }
                 std::thread::sleep(self.stall);
@@ -644,7 +635,7 @@ mod tests {
         let q = Arc::new(JobQueue::new(1, 1));
         let q2 = q.clone();
         let taker = std::thread::spawn(move || q2.pop(0));
-        wait_until(|| q.lock().parked == 1);
+        wait_until(|| q.lock().idle.len() == 1);
         q.try_push(7).unwrap();
         assert_eq!(taker.join().unwrap(), Some(7));
         assert_eq!(q.stats.idle_wakes.load(Ordering::Relaxed), 1);
@@ -714,7 +705,7 @@ mod tests {
         waker(&q);
         consumer(&q, 0, spin, &gate);
         consumer(&q, 1, spin, &gate);
-        wait_until(|| q.lock().parked == 2);
+        wait_until(|| q.lock().idle.len() == 2);
         q.try_push(1).unwrap();
         wait_until(|| q.stats.started.load(Ordering::Relaxed) == 1);
         assert_eq!(q.stats.idle_wakes.load(Ordering::Relaxed), 1);
@@ -722,13 +713,18 @@ mod tests {
         (q, gate)
     }
 
-    #[test]
-    fn the_waker_hands_a_request_on_when_the_running_one_blocks() {
-        let (q, gate) = job_behind_a_running_one(Duration::from_millis(1), LONG, false);
+    /// Job 2 behind a running one gets a consumer of its own through one stall wake.
+    fn one_stall_wake_for_the_job_behind(share: Duration, spin: bool) {
+        let (q, gate) = job_behind_a_running_one(Duration::from_millis(1), share, spin);
         wait_until(|| q.stats.started.load(Ordering::Relaxed) == 2);
         assert_eq!(q.stats.stall_wakes.load(Ordering::Relaxed), 1);
         q.close();
         gate.open();
+    }
+
+    #[test]
+    fn the_waker_hands_a_request_on_when_the_running_one_blocks() {
+        one_stall_wake_for_the_job_behind(LONG, false);
     }
 
     #[test]
@@ -748,12 +744,7 @@ mod tests {
 
     #[test]
     fn a_request_waits_behind_a_long_cpu_bound_one_for_share_at_most() {
-        let (q, gate) =
-            job_behind_a_running_one(Duration::from_millis(1), Duration::from_millis(50), true);
-        wait_until(|| q.stats.started.load(Ordering::Relaxed) == 2);
-        assert_eq!(q.stats.stall_wakes.load(Ordering::Relaxed), 1);
-        q.close();
-        gate.open();
+        one_stall_wake_for_the_job_behind(Duration::from_millis(50), true);
     }
 
     #[test]
@@ -780,7 +771,7 @@ mod tests {
         waker(&q);
         consumer(&q, 0, false, &gate);
         consumer(&q, 1, false, &gate);
-        wait_until(|| q.lock().parked == 2);
+        wait_until(|| q.lock().idle.len() == 2);
         q.try_push(1).unwrap();
         wait_until(|| q.stats.started.load(Ordering::Relaxed) == 1);
         // A push and a pop under one lock, so that the waker cannot hand job 2 to the other.
