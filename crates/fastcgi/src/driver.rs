@@ -9,13 +9,17 @@
 //! `Driver::dispatch` -> the handler -> `Outgoing` messages (or the lent output) -> `OutBuf` ->
 //! the transport.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::{self, IoSlice};
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{debug, trace, warn};
 
@@ -36,6 +40,49 @@ const OUT_READ_PAUSE: usize = 256 * 1024;
 const INLINE_BODY_BYTES: usize = 64 * 1024;
 /// The read buffer never needs more than one maximal record plus a read's worth.
 const READ_CHUNK: usize = 16 * 1024;
+/// Read buffers given back by idle connections, kept per thread for the next one that has
+/// something to read: a kept-alive connection between requests holds none (10,000 idle
+/// connections would hold 160 MiB), and a busy server takes them from here, not from malloc.
+/// Enough for the connections that are reading at one moment; more are freed.
+const SPARE_READ_BUFFERS: usize = 64;
+
+thread_local! {
+    static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A read buffer with room for `READ_CHUNK`, a spare one if there is one.
+fn take_read_buffer() -> BytesMut {
+    SPARE
+        .with(|spare| spare.borrow_mut().pop())
+        .unwrap_or_else(|| BytesMut::with_capacity(READ_CHUNK))
+}
+
+/// Keeps an empty read buffer for the next connection, if its whole allocation is free again
+/// (no request's bytes still point into it) and the spares are not full.
+fn give_back_read_buffer(mut buf: BytesMut) {
+    if buf.is_empty() && buf.try_reclaim(READ_CHUNK) {
+        SPARE.with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < SPARE_READ_BUFFERS {
+                spare.push(buf);
+            }
+        });
+    }
+}
+
+/// A connection's byte stream, as the driver needs it.
+pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin {
+    /// A read into a full buffer waits until there is something to read, and reads nothing
+    /// (`Stream`'s does so without a system call): an idle connection then waits that way,
+    /// without a read buffer.
+    fn waits_without_buffer(&self) -> bool;
+}
+
+impl Transport for crate::listener::Stream {
+    fn waits_without_buffer(&self) -> bool {
+        crate::listener::Stream::waits_without_buffer(self)
+    }
+}
 /// While draining, how long a connection that was idle when the drain began may stay open
 /// waiting for one more request. A web server may be sending a request on a kept-alive
 /// connection at the moment it is closed; nginx then logs an error and retries (or, for a
@@ -71,6 +118,7 @@ struct Stalled {
 enum Wake {
     Outgoing(Outgoing),
     Wrote(io::Result<usize>),
+    Readable(io::Result<()>),
     Read(io::Result<usize>),
     Room,
     ParamsTimeout,
@@ -83,7 +131,11 @@ struct Driver<'a> {
     ctx: &'a Context,
     peer: &'a Peer,
     conn: Connection,
+    /// Empty, with no allocation, while an idle connection waits for its next request
+    /// (`lean`).
     rbuf: BytesMut,
+    /// Idle, the connection waits for data without a read buffer (`Transport`).
+    lean: bool,
     out: OutBuf,
     pending: Vec<Pending>,
     active: Vec<Active>,
@@ -140,9 +192,10 @@ pub(crate) async fn run_connection<IO>(
     writer: Option<Writer>,
 ) -> Returned<IO>
 where
-    IO: AsyncRead + AsyncWrite + Unpin,
+    IO: Transport,
 {
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let lean = io.waits_without_buffer();
     let budget_bytes = ctx
         .config
         .response_buffer_bytes
@@ -151,7 +204,12 @@ where
         ctx,
         peer: &peer,
         conn: Connection::new(ctx.conn_config),
-        rbuf: BytesMut::with_capacity(READ_CHUNK),
+        rbuf: if lean {
+            BytesMut::new()
+        } else {
+            BytesMut::with_capacity(READ_CHUNK)
+        },
+        lean,
         out: OutBuf::default(),
         pending: Vec::new(),
         active: Vec::new(),
@@ -264,8 +322,8 @@ impl Driver<'_> {
                 // A request may sit unread in the socket: closing now would lose it (and turn
                 // the close into a reset). Take what is there without waiting.
                 if is_draining && !self.eof {
-                    let attempt = tokio::time::timeout(Duration::ZERO, rd.read_buf(&mut self.rbuf));
-                    if let Ok(Ok(n)) = attempt.await {
+                    self.ensure_read_buffer();
+                    if let Some(Ok(n)) = now(rd.read_buf(&mut self.rbuf)).await {
                         if n > 0 {
                             self.process_input()?;
                             continue;
@@ -277,8 +335,12 @@ impl Driver<'_> {
             let can_take = self.out.len() < OUT_HIGH_WATER;
             let can_write = !self.out.is_empty();
             let can_read = self.stalled.is_none() && !self.eof && self.out.len() < OUT_READ_PAUSE;
-            if can_read && self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
-                self.rbuf.reserve(READ_CHUNK);
+            // Between requests, with nothing read yet, wait for the next without a buffer.
+            let wait_readable = can_read && self.lean && self.rbuf.is_empty() && self.is_idle();
+            if wait_readable {
+                give_back_read_buffer(std::mem::take(&mut self.rbuf));
+            } else if can_read {
+                self.ensure_read_buffer();
             }
             // While we hold the socket back ourselves, params cannot arrive: no deadline then.
             let deadline = match self.stalled {
@@ -297,14 +359,27 @@ impl Driver<'_> {
                     None => unreachable!("the driver holds a sender"),
                 },
                 res = write_some(wr, out), if can_write => Wake::Wrote(res),
-                res = rd.read_buf(rbuf), if can_read => Wake::Read(res),
+                wake = read_some(rd, rbuf, wait_readable), if can_read => wake,
                 _ = room(stalled), if stalled.is_some() => Wake::Room,
                 _ = sleep_until(deadline), if deadline.is_some() => Wake::ParamsTimeout,
                 _ = sleep_until(idle_deadline), if idle_deadline.is_some() => Wake::IdleTimeout,
                 _ = draining.changed(), if !is_draining => Wake::Drain,
                 _ = sleep_until(linger_until), if linger_until.is_some() => Wake::LingerOver,
             };
+            let wake = match wake {
+                // Something to read: with a buffer now, read it if it is still there.
+                Wake::Readable(res) => {
+                    res.map_err(DriveError::Io)?;
+                    self.ensure_read_buffer();
+                    match now(rd.read_buf(&mut self.rbuf)).await {
+                        Some(res) => Wake::Read(res),
+                        None => continue,
+                    }
+                }
+                wake => wake,
+            };
             match wake {
+                Wake::Readable(_) => unreachable!("read above"),
                 Wake::Outgoing(msg) => {
                     self.on_outgoing(msg);
                     // Take whatever else is ready in one go.
@@ -381,6 +456,15 @@ impl Driver<'_> {
             && self.out.is_empty()
             && self.stalled.is_none()
             && !self.conn.is_discarding()
+    }
+
+    /// Room to read `READ_CHUNK / 4` or more (a whole read's worth when it had to grow).
+    fn ensure_read_buffer(&mut self) {
+        if self.rbuf.capacity() == 0 {
+            self.rbuf = take_read_buffer();
+        } else if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
     }
 
     /// The drain began. A kept-alive connection is handed over once idle, if the server hands
@@ -667,6 +751,29 @@ async fn write_some<W: AsyncWrite + Unpin>(wr: &mut W, out: &OutBuf) -> io::Resu
     wr.write_vectored(&slices[..n]).await
 }
 
+/// Reads into `rbuf`; or, with `wait_only`, resolves once `rd` has something to read (or its
+/// end, or an error), reading nothing (see [`Transport`]).
+async fn read_some<R: AsyncRead + Unpin>(rd: &mut R, rbuf: &mut BytesMut, wait_only: bool) -> Wake {
+    if wait_only {
+        let mut nowhere = ReadBuf::new(&mut []);
+        let ready =
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut *rd).poll_read(cx, &mut nowhere));
+        Wake::Readable(ready.await)
+    } else {
+        Wake::Read(rd.read_buf(rbuf).await)
+    }
+}
+
+/// `f`'s output if it is ready at once; `None` if it would wait.
+async fn now<F: Future>(f: F) -> Option<F::Output> {
+    let mut f = pin!(f);
+    std::future::poll_fn(|cx| match f.as_mut().poll(cx) {
+        Poll::Ready(out) => Poll::Ready(Some(out)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
+}
+
 async fn room(stalled: &Option<Stalled>) {
     if let Some(s) = stalled {
         // A closed channel also resolves: the data is then dropped by the caller.
@@ -686,7 +793,7 @@ mod tests {
     use crate::client::{self, ResponseRecord};
     use crate::server::{Handler, ServerConfig};
     use std::sync::Mutex;
-    use tokio::io::{AsyncRead, AsyncWrite};
+    use tokio::io::AsyncRead;
 
     /// What the client side of a connection read, record by record.
     #[derive(Debug, Default)]
@@ -813,9 +920,15 @@ mod tests {
     }
 
     /// Drives one connection over `io`, with `client` run against the other end.
+    impl Transport for tokio::io::DuplexStream {
+        fn waits_without_buffer(&self) -> bool {
+            true
+        }
+    }
+
     async fn drive<IO, F, Fut>(handler: Arc<Echo>, io: IO, writer: Option<Writer>, client: F)
     where
-        IO: AsyncRead + AsyncWrite + Unpin,
+        IO: Transport,
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = ()>,
     {

@@ -389,6 +389,20 @@ impl Stream {
         }
     }
 
+    /// Whether a read into a full buffer waits for data without a system call (see the
+    /// `AsyncRead` impl): on Unix sockets. An idle connection then gives its read buffer back
+    /// until the next request arrives, so that thousands of kept-alive connections cost little.
+    /// (Windows' sockets and IIS's pipe serve a few connections: they keep their buffers.)
+    pub(crate) fn waits_without_buffer(&self) -> bool {
+        match self {
+            Stream::Tcp(_) => cfg!(unix),
+            #[cfg(unix)]
+            Stream::Unix(_) => true,
+            #[cfg(windows)]
+            Stream::Pipe(_) => false,
+        }
+    }
+
     /// The connection ended after the web server asked for that (a request without
     /// FCGI_KEEP_CONN): its closing first was the expected end, not the web server going
     /// away. On IIS's named pipe, the instance is then connected again for the next.
@@ -437,6 +451,9 @@ impl std::os::fd::AsRawFd for Stream {
     }
 }
 
+/// A read into a buffer with no room waits until the stream is readable and reads nothing:
+/// what tokio's own sockets do, less their zero-length `recv`. A connection waits for its next
+/// request that way without holding a read buffer (see [`Stream::waits_without_buffer`]).
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -444,6 +461,10 @@ impl AsyncRead for Stream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
+            #[cfg(unix)]
+            Stream::Tcp(s) if buf.remaining() == 0 => s.poll_read_ready(cx),
+            #[cfg(unix)]
+            Stream::Unix(s) if buf.remaining() == 0 => s.poll_read_ready(cx),
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             #[cfg(unix)]
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
@@ -1218,6 +1239,57 @@ mod inherited {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The driver's idle connections rely on this (`Stream::waits_without_buffer`): a read
+    /// into a full buffer waits for data, reads none of it, and a real read then gets it all.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_read_without_room_waits_for_data_and_leaves_it() {
+        use std::future::poll_fn;
+        use std::time::Duration;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        async fn wait_readable(s: &mut Stream) -> io::Result<()> {
+            poll_fn(|cx| Pin::new(&mut *s).poll_read(cx, &mut ReadBuf::new(&mut []))).await
+        }
+        let (a, b) = UnixStream::pair().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let connect = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(connect, listener.accept());
+        let pairs = [
+            (Stream::Unix(a), Stream::Unix(b)),
+            (
+                Stream::Tcp(accepted.unwrap().0),
+                Stream::Tcp(client.unwrap()),
+            ),
+        ];
+        for (mut near, mut far) in pairs {
+            assert!(near.waits_without_buffer());
+            // A new socket may say it is ready before anything came (tokio's accepted TCP
+            // stream does); the read that finds nothing settles it, and the driver then waits.
+            let mut got = [0u8; 16];
+            let read_now = poll_fn(|cx| {
+                Poll::Ready(Pin::new(&mut near).poll_read(cx, &mut ReadBuf::new(&mut got)))
+            });
+            assert!(read_now.await.is_pending(), "{near:?} read something");
+            let early = tokio::time::timeout(Duration::from_millis(50), wait_readable(&mut near));
+            assert!(early.await.is_err(), "ready with nothing sent: {near:?}");
+            far.write_all(b"request").await.unwrap();
+            wait_readable(&mut near).await.unwrap();
+            wait_readable(&mut near).await.unwrap();
+            assert_eq!(near.read(&mut got).await.unwrap(), 7);
+            assert_eq!(&got[..7], b"request");
+            let late = tokio::time::timeout(Duration::from_millis(50), wait_readable(&mut near));
+            assert!(late.await.is_err(), "ready again with nothing more sent");
+            drop(far);
+            wait_readable(&mut near).await.unwrap();
+            assert_eq!(
+                near.read(&mut got).await.unwrap(),
+                0,
+                "the end, after the wait"
+            );
+        }
+    }
 
     #[test]
     fn listen_addresses_parse() {
