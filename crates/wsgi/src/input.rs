@@ -273,41 +273,46 @@ impl Input {
         self.buffered.len() + usize::try_from(left).unwrap_or(usize::MAX).min(1 << 20)
     }
 
+    /// How many bytes a read of up to `n` (`None`: all) will return, when CONTENT_LENGTH says
+    /// and it is small enough to allocate before the bytes arrive. A larger declared length is
+    /// not trusted with an up-front allocation (a peer could declare gigabytes and send
+    /// slowly): such reads grow with the data that actually arrives.
+    fn known_len(&self, n: Option<usize>) -> Option<usize> {
+        let left = self
+            .buffered
+            .len()
+            .saturating_add(usize::try_from(self.remaining?).unwrap_or(usize::MAX));
+        Some(n.map_or(left, |n| n.min(left))).filter(|&len| len <= self.limits.spool_threshold)
+    }
+
+    /// The next `total` bytes, filled straight into the `bytes` object the app gets (no
+    /// intermediate buffer); fewer if the stream ends first (a truncated request).
+    fn read_known<'py>(&mut self, py: Python<'py>, total: usize) -> PyResult<Bound<'py, PyBytes>> {
+        let mut filled = 0;
+        let bytes = PyBytes::new_with(py, total, |buf| {
+            while filled < total {
+                let Some(mut chunk) = self.next_chunk(py)? else {
+                    break;
+                };
+                let want = total - filled;
+                if chunk.len() > want {
+                    self.buffered = chunk.split_off(want);
+                }
+                buf[filled..filled + chunk.len()].copy_from_slice(&chunk);
+                filled += chunk.len();
+            }
+            Ok(())
+        })?;
+        if filled < total {
+            return Ok(PyBytes::new(py, &bytes.as_bytes()[..filled]));
+        }
+        Ok(bytes)
+    }
+
     /// Everything left, as one `bytes`.
     fn read_all<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        let declared = self
-            .remaining
-            .map(|r| {
-                self.buffered
-                    .len()
-                    .saturating_add(usize::try_from(r).unwrap_or(usize::MAX))
-            })
-            .filter(|&total| total <= self.limits.spool_threshold);
-        if let Some(total) = declared {
-            // Known, small length: fill the final object directly, no intermediate buffer. A
-            // larger declared length is not trusted with an up-front allocation (a peer could
-            // declare gigabytes and send slowly): it takes the path below, which grows with the
-            // data that actually arrives and spools it.
-            let mut filled = 0;
-            let bytes = PyBytes::new_with(py, total, |buf| {
-                while filled < total {
-                    let Some(mut chunk) = self.next_chunk(py)? else {
-                        break;
-                    };
-                    let want = total - filled;
-                    if chunk.len() > want {
-                        self.buffered = chunk.split_off(want);
-                    }
-                    buf[filled..filled + chunk.len()].copy_from_slice(&chunk);
-                    filled += chunk.len();
-                }
-                Ok(())
-            })?;
-            if filled < total {
-                // The stream ended before CONTENT_LENGTH (a truncated request).
-                return Ok(PyBytes::new(py, &bytes.as_bytes()[..filled]));
-            }
-            return Ok(bytes);
+        if let Some(total) = self.known_len(None) {
+            return self.read_known(py, total);
         }
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut total = 0usize;
@@ -418,10 +423,13 @@ impl Input {
                 let chunk = self.buffered.split_to(n);
                 Ok(PyBytes::new(py, &chunk))
             }
-            Some(n) => {
-                let data = self.read_exact_or_end(py, n)?;
-                Ok(PyBytes::new(py, &data))
-            }
+            Some(n) => match self.known_len(Some(n)) {
+                Some(total) => self.read_known(py, total),
+                None => {
+                    let data = self.read_exact_or_end(py, n)?;
+                    Ok(PyBytes::new(py, &data))
+                }
+            },
         }
     }
 
@@ -573,6 +581,12 @@ mod tests {
                 Some(5),
                 r"[b'line ', b'']",
             ),
+            // Read straight into the result, across pieces, up to CONTENT_LENGTH.
+            (
+                "out = [inp.read(4), inp.read(7), inp.read(8)]",
+                Some(12),
+                r"[b'line', b' one\nli', b'n']",
+            ),
             ("out = inp.readline()", None, r"b'line one\n'"),
             (
                 "out = [inp.readline(), inp.readline(), inp.readline(), inp.readline()]",
@@ -607,6 +621,12 @@ mod tests {
             let got = run(input(BODY, *content_length, LIMITS), code);
             assert_eq!(&got, want, "{code} (CONTENT_LENGTH {content_length:?})");
         }
+        // A body that ends before its CONTENT_LENGTH: what came, then the end.
+        let truncated = input(&[b"abc"], Some(6), LIMITS);
+        assert_eq!(
+            run(truncated, "out = [inp.read(5), inp.read()]"),
+            r"[b'abc', b'']"
+        );
     }
 
     #[test]
