@@ -426,6 +426,40 @@ fn graceful_shutdown_finishes_in_flight_requests() {
 }
 
 #[test]
+fn connections_are_spread_over_the_io_threads() {
+    let server = TestServer::with_config(ServerConfig {
+        io_threads: 3,
+        ..ServerConfig::default()
+    });
+    let mut clients: Vec<Client> = (0..6).map(|_| server.connect()).collect();
+    let thread = |c: &mut Client| String::from_utf8(c.get("/thread", "").body().to_vec()).unwrap();
+    let first: Vec<String> = clients.iter_mut().map(thread).collect();
+    // Each takes the thread with the fewest connections: two each, the serving runtime's
+    // two on its own workers.
+    let mut threads = first.clone();
+    threads.sort();
+    assert_eq!(
+        threads[2..],
+        ["wfcgi-io-1", "wfcgi-io-1", "wfcgi-io-2", "wfcgi-io-2"],
+        "{threads:?}"
+    );
+    assert!(!threads[0].starts_with("wfcgi-io") && !threads[1].starts_with("wfcgi-io"));
+    // Each keeps its thread, serves both ways, and the server still drains them all.
+    let body: Vec<u8> = (0..300_000).map(|i| (i % 251) as u8).collect();
+    for (c, first) in clients.iter_mut().zip(&first) {
+        let reply = c.request(1, &[("SCRIPT_NAME", "/echo")], &body);
+        assert_eq!(reply.body(), body);
+        if first.starts_with("wfcgi-io") {
+            assert_eq!(&thread(c), first);
+        }
+    }
+    assert_eq!(server.shutdown(), ServeOutcome::Drained);
+    for c in &mut clients {
+        assert!(c.read_record().is_none(), "closed by the drain");
+    }
+}
+
+#[test]
 fn graceful_shutdown_gives_up_after_the_grace_period() {
     let server = TestServer::with_config(ServerConfig {
         shutdown_grace: Duration::from_millis(300),

@@ -94,6 +94,13 @@ pub struct ServerConfig {
     /// Answered as `FCGI_MAX_REQS`; `None` answers `max_connections * max_requests_per_connection`.
     /// A handler with a smaller capacity (a thread pool) should say so here.
     pub advertised_max_requests: Option<usize>,
+    /// Threads that drive connections: the runtime `serve` runs on, and `io_threads - 1`
+    /// threads of their own, each with a current-thread runtime; each accepted connection goes
+    /// to the one driving the fewest. Default 1 (the caller's runtime only). Run `serve` on a
+    /// runtime with one worker when this is more than 1: a connection then stays on its thread,
+    /// and a handler's write wakes only that thread, where a runtime with several workers also
+    /// wakes an idle one to look for work, a futex hand-off per wake.
+    pub io_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -109,6 +116,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             allowed_peers: None,
             advertised_max_requests: None,
+            io_threads: 1,
         }
     }
 }
@@ -172,6 +180,66 @@ pub(crate) struct Context {
     /// `true` once shutdown has begun: connections close when idle.
     pub(crate) draining: watch::Receiver<bool>,
     pub(crate) hand_over: Option<Arc<dyn HandOver>>,
+    io: IoThreads,
+}
+
+/// The runtimes connections are driven on (`ServerConfig::io_threads`): the one `serve` runs
+/// on (index 0) and the extra threads', with how many connections each drives.
+struct IoThreads {
+    extra: Vec<tokio::runtime::Handle>,
+    /// Connections driven by each, the `serve` runtime first.
+    load: Vec<AtomicUsize>,
+    /// Dropped by `serve` when it returns: the extra threads then end.
+    _stop: Vec<oneshot::Sender<()>>,
+}
+
+impl IoThreads {
+    /// Starts `n - 1` threads with a runtime each. One that cannot start is left out.
+    fn start(n: usize) -> IoThreads {
+        let mut extra = Vec::new();
+        let mut stop = Vec::new();
+        for i in 1..n.max(1) {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    warn!(error = %e, "cannot start an I/O runtime: serving with fewer threads");
+                    break;
+                }
+            };
+            let handle = runtime.handle().clone();
+            let (stop_tx, stop_rx) = oneshot::channel::<()>();
+            let started = std::thread::Builder::new()
+                .name(format!("wfcgi-io-{i}"))
+                .spawn(move || {
+                    runtime.block_on(async {
+                        let _ = stop_rx.await;
+                    })
+                });
+            if let Err(e) = started {
+                warn!(error = %e, "cannot start an I/O thread: serving with fewer threads");
+                break;
+            }
+            extra.push(handle);
+            stop.push(stop_tx);
+        }
+        IoThreads {
+            load: (0..=extra.len()).map(|_| AtomicUsize::new(0)).collect(),
+            extra,
+            _stop: stop,
+        }
+    }
+
+    /// The index of the runtime driving the fewest connections, counted as one more.
+    fn pick(&self) -> usize {
+        let least = (0..self.load.len())
+            .min_by_key(|&i| self.load[i].load(Ordering::Relaxed))
+            .unwrap_or(0);
+        self.load[least].fetch_add(1, Ordering::Relaxed);
+        least
+    }
 }
 
 impl Context {
@@ -211,6 +279,7 @@ impl Context {
             tracker: Tracker::default(),
             draining,
             hand_over: None,
+            io: IoThreads::start(1),
         };
         (ctx, drain_tx)
     }
@@ -249,6 +318,7 @@ impl Server {
         let (drain_tx, drain_rx) = watch::channel(false);
         let ctx = Arc::new(Context {
             conn_config: self.config.connection_config(),
+            io: IoThreads::start(self.config.io_threads),
             config: self.config,
             handler: self.handler,
             tracker: Tracker::default(),
@@ -326,13 +396,21 @@ struct Accepting {
     ended: oneshot::Receiver<()>,
 }
 
-/// A connection's hold on the server: its permit and its place in the count, released however
-/// the connection ends (or if its thread cannot start).
-struct Release(Arc<Context>, Option<tokio::sync::OwnedSemaphorePermit>);
+/// A connection's hold on the server: its permit and its place in the count (and, once given
+/// one, in its I/O thread's), released however the connection ends (or if its thread cannot
+/// start).
+struct Release(
+    Arc<Context>,
+    Option<tokio::sync::OwnedSemaphorePermit>,
+    Option<usize>,
+);
 
 impl Drop for Release {
     fn drop(&mut self) {
         drop(self.1.take());
+        if let Some(i) = self.2 {
+            self.0.io.load[i].fetch_sub(1, Ordering::Relaxed);
+        }
         self.0.tracker.done(&self.0.tracker.connections);
     }
 }
@@ -413,7 +491,7 @@ async fn accept_loop(
             }
         }
         ctx.tracker.connections.fetch_add(1, Ordering::AcqRel);
-        let release = Release(ctx.clone(), Some(permit));
+        let mut release = Release(ctx.clone(), Some(permit), None);
         let span = tracing::info_span!("conn", %peer);
         // Inline needs a thread that does nothing else and a writer for the transport (none
         // for a Windows socket): otherwise the connection is driven on the runtime like any
@@ -439,18 +517,34 @@ async fn accept_loop(
             }
             continue;
         }
-        tokio::spawn(
-            async move {
-                match writer {
-                    Some(_) => debug!("connection opened (requests run inline on this thread)"),
-                    None => debug!("connection opened"),
-                }
-                let returned = run_connection(stream, peer, &release.0, writer).await;
-                release.0.finish_connection(returned);
-                debug!("connection closed");
-                drop(release);
+        // A thread of its own drives its connections itself.
+        release.2 = (!own_thread).then(|| ctx.io.pick());
+        let io = release.2.unwrap_or(0);
+        let drive = async move {
+            // On another runtime's thread, the socket is registered with that runtime.
+            let stream = match io {
+                0 => stream,
+                _ => match stream.rebind() {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        warn!(error = %e, "cannot move the connection to its I/O thread");
+                        return;
+                    }
+                },
+            };
+            match writer {
+                Some(_) => debug!("connection opened (requests run inline on this thread)"),
+                None => debug!("connection opened"),
             }
-            .instrument(span),
-        );
+            let returned = run_connection(stream, peer, &release.0, writer).await;
+            release.0.finish_connection(returned);
+            debug!("connection closed");
+            drop(release);
+        }
+        .instrument(span);
+        match io {
+            0 => drop(tokio::spawn(drive)),
+            _ => drop(ctx.io.extra[io - 1].spawn(drive)),
+        }
     }
 }

@@ -149,6 +149,11 @@ impl Handler for TestHandler {
                         .is_ok();
                 }
                 b"/params" => ok &= response.write(Bytes::from(params_dump)).await.is_ok(),
+                // The thread that drives the connection (this task runs on its runtime).
+                b"/thread" => {
+                    let name = std::thread::current().name().unwrap_or("").to_owned();
+                    ok &= response.write(Bytes::from(name)).await.is_ok()
+                }
                 _ => {}
             }
             if !ok {
@@ -186,8 +191,12 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// With two I/O threads, as `wfcgi serve` runs on a machine of two cores or more.
     pub fn start() -> TestServer {
-        Self::with_config(ServerConfig::default())
+        Self::with_config(ServerConfig {
+            io_threads: 2,
+            ..ServerConfig::default()
+        })
     }
 
     pub fn with_config(config: ServerConfig) -> TestServer {

@@ -72,11 +72,17 @@ const EXIT_STARTUP: u8 = 2;
 /// process can serve nothing more (the web server starts another).
 const EXIT_STUCK: i32 = 3;
 
-/// Tokio worker threads. They only move bytes between sockets and the Python threads (which do
-/// the app's work and are counted by `WFCGI_THREADS`), so a small number serves any load the
-/// GIL allows: two, so that one slow connection task cannot hold up every other, but not more
-/// than the machine's cores.
-fn runtime_threads() -> usize {
+/// Threads that drive connections. They only move bytes between sockets and the Python
+/// threads (which do the app's work and are counted by `WFCGI_THREADS`), so a small number
+/// serves any load the GIL allows: two, so that one busy connection cannot hold up every
+/// other, but not more than the machine's cores. Each drives its own connections on a runtime
+/// with one thread (`ServerConfig::io_threads`; the main runtime has one worker): a Python
+/// thread's write wakes only the thread that sends it. On Windows, one: IIS keeps a few
+/// connections to a process.
+pub(crate) fn io_threads() -> usize {
+    if cfg!(windows) {
+        return 1;
+    }
     std::thread::available_parallelism().map_or(2, |n| n.get().min(2))
 }
 
@@ -198,7 +204,7 @@ fn report_settings(
 /// The I/O runtime, or the start-up failure that says why there is none.
 fn build_runtime(logging: &Logging) -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(runtime_threads())
+        .worker_threads(1)
         .thread_name("wfcgi-io")
         .enable_all()
         .build()

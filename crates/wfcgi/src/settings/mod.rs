@@ -393,6 +393,7 @@ impl Settings {
             // Requests the bridge can hold: running plus queued. Web servers that ask
             // (GET_VALUES) then do not send more than the pool would refuse.
             advertised_max_requests: Some(self.bridge.threads + self.bridge.queue_len),
+            io_threads: crate::io_threads(),
             ..self.server.clone()
         }
     }
