@@ -189,7 +189,9 @@ struct IoThreads {
     extra: Vec<tokio::runtime::Handle>,
     /// Connections driven by each, the `serve` runtime first.
     load: Vec<AtomicUsize>,
-    /// Dropped by `serve` when it returns: the extra threads then end.
+    /// Dropped with the server's `Context`, once `serve` has returned and the last connection
+    /// has ended: the extra threads then end (one still driving a connection after a drain
+    /// that ran out of time goes on driving it, as the serving runtime does).
     _stop: Vec<oneshot::Sender<()>>,
 }
 
