@@ -62,7 +62,8 @@ pub struct BenchArgs {
     /// FastCGI server: HOST:PORT or unix:/PATH
     #[arg(value_name = "TARGET")]
     pub target: String,
-    /// Concurrent connections, each with one request in flight
+    /// Concurrent connections, each with one request in flight (0 with --idle: only hold the
+    /// idle connections for the warm-up and the duration, for a load from another process)
     #[arg(short = 'c', long, value_name = "N", default_value_t = 1)]
     pub connections: usize,
     /// How long to measure, after the warm-up: 10s, 500ms, 2m [default: 10s unless --requests]
@@ -461,8 +462,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &BenchArgs) -> Result<Report, String> {
-    if args.connections == 0 {
-        return Err("--connections must be at least 1".into());
+    if args.connections == 0 && (args.idle == 0 || args.requests.is_some()) {
+        return Err(
+            "--connections must be at least 1 (0 only with --idle and a --duration: hold the \
+             idle connections and send no load)"
+                .into(),
+        );
     }
     if args.client_threads == 0 {
         return Err("--client-threads must be at least 1".into());
@@ -556,6 +561,10 @@ fn run(args: &BenchArgs) -> Result<Report, String> {
             .map(|_| tokio::spawn(connection_task(plan.clone())))
             .collect();
         tokio::time::sleep_until(measure_start.into()).await;
+        if let (true, Some(deadline)) = (tasks.is_empty(), plan.deadline) {
+            // Only holding the idle connections: for the whole duration.
+            tokio::time::sleep_until(deadline.into()).await;
+        }
         let cpu_start = cpu_times();
         let mut results = Vec::with_capacity(tasks.len());
         for task in tasks {
@@ -737,6 +746,21 @@ mod tests {
         let held = idle.idle.as_ref().unwrap();
         assert_eq!((held.opened, held.failed, held.held), (300, 0, 300));
         assert!(idle.to_json().contains("\"held\":300}"));
+
+        // Only holding them, for a load sent by another process: no requests, the whole
+        // duration.
+        let started = Instant::now();
+        let hold = bench(&["-c", "0", "--duration", "300ms", "--idle", "50"]);
+        assert!(
+            started.elapsed() >= Duration::from_millis(400),
+            "warm-up and duration"
+        );
+        assert_eq!(hold.counts.ok, 0, "{}", hold.to_text());
+        let held = hold.idle.as_ref().unwrap();
+        assert_eq!((held.opened, held.held), (50, 50));
+        assert!(args(&addr, &["-c", "0", "-n", "5", "--idle", "5"])
+            .map(|a| run(&a))
+            .is_ok_and(|r| r.is_err()));
 
         let wrong_body = bench(&["-n", "5", "--expect-body", "Hello"]);
         assert_eq!(wrong_body.counts.errors[ErrorKind::Body.index()], 5);
