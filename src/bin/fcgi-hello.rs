@@ -2,9 +2,11 @@
 //!
 //! It is the ceiling of what this machine's loopback allows (`benches/`), and the process the
 //! tests signal to prove graceful shutdown. `fcgi-hello --listen ADDR [--listen ADDR ...]`;
-//! `/slow?ms=N` sleeps before answering (for the drain test).
+//! `/slow?ms=N` sleeps before answering (for the drain test); `/bigresponse?size=N&chunk=M`
+//! answers what python/testapp's `/bigresponse` does (byte i is `i % 251`), from one buffer
+//! made at start, so that the 1 MiB scenario has a ceiling too.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,8 +17,55 @@ struct Hello;
 const REPLY: &[u8] =
     b"Status: 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
 
+/// `i % 251` for i in 0..(MAX_CHUNK + 251): a chunk of the pattern starting at offset `o` is
+/// `PATTERN[o % 251..][..len]`.
+fn pattern() -> &'static Bytes {
+    static PATTERN: OnceLock<Bytes> = OnceLock::new();
+    PATTERN.get_or_init(|| (0..MAX_CHUNK + 251).map(|i| (i % 251) as u8).collect())
+}
+
+const MAX_CHUNK: usize = 1 << 20;
+
+/// `size` and `chunk` of a `/bigresponse` query (the test app's defaults: 1 MiB in 64 KiB).
+fn big_response(request: &Request) -> Option<(usize, usize)> {
+    if request.params().get(b"PATH_INFO")? != b"/bigresponse" {
+        return None;
+    }
+    let query = request.params().get(b"QUERY_STRING").unwrap_or_default();
+    let (mut size, mut chunk) = (1 << 20, 65536);
+    for pair in std::str::from_utf8(query).ok()?.split('&') {
+        match pair.split_once('=') {
+            Some(("size", v)) => size = v.parse().ok()?,
+            Some(("chunk", v)) => chunk = v.parse::<usize>().ok()?.clamp(1, MAX_CHUNK),
+            _ => {}
+        }
+    }
+    Some((size, chunk))
+}
+
 impl Handler for Hello {
     fn handle(&self, request: Request) {
+        if let Some((size, chunk)) = big_response(&request) {
+            let (_, _, mut response) = request.into_parts();
+            tokio::spawn(async move {
+                let head = format!(
+                    "Status: 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {size}\r\n\r\n"
+                );
+                let mut ok = response.write(Bytes::from(head)).await.is_ok();
+                let mut sent = 0;
+                while ok && sent < size {
+                    let n = chunk.min(size - sent);
+                    let start = sent % 251;
+                    ok = response
+                        .write(pattern().slice(start..start + n))
+                        .await
+                        .is_ok();
+                    sent += n;
+                }
+                response.finish(0);
+            });
+            return;
+        }
         let delay = request
             .params()
             .get(b"QUERY_STRING")
