@@ -77,12 +77,6 @@ pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin {
     /// without a read buffer.
     fn waits_without_buffer(&self) -> bool;
 }
-
-impl Transport for crate::listener::Stream {
-    fn waits_without_buffer(&self) -> bool {
-        crate::listener::Stream::waits_without_buffer(self)
-    }
-}
 /// While draining, how long a connection that was idle when the drain began may stay open
 /// waiting for one more request. A web server may be sending a request on a kept-alive
 /// connection at the moment it is closed; nginx then logs an error and retries (or, for a
@@ -131,8 +125,8 @@ struct Driver<'a> {
     ctx: &'a Context,
     peer: &'a Peer,
     conn: Connection,
-    /// Empty, with no allocation, while an idle connection waits for its next request
-    /// (`lean`).
+    /// Given a buffer before each read; empty, with no allocation, while a `lean` connection
+    /// waits for its next request.
     rbuf: BytesMut,
     /// Idle, the connection waits for data without a read buffer (`Transport`).
     lean: bool,
@@ -204,11 +198,7 @@ where
         ctx,
         peer: &peer,
         conn: Connection::new(ctx.conn_config),
-        rbuf: if lean {
-            BytesMut::new()
-        } else {
-            BytesMut::with_capacity(READ_CHUNK)
-        },
+        rbuf: BytesMut::new(),
         lean,
         out: OutBuf::default(),
         pending: Vec::new(),
@@ -366,20 +356,7 @@ impl Driver<'_> {
                 _ = draining.changed(), if !is_draining => Wake::Drain,
                 _ = sleep_until(linger_until), if linger_until.is_some() => Wake::LingerOver,
             };
-            let wake = match wake {
-                // Something to read: with a buffer now, read it if it is still there.
-                Wake::Readable(res) => {
-                    res.map_err(DriveError::Io)?;
-                    self.ensure_read_buffer();
-                    match now(rd.read_buf(&mut self.rbuf)).await {
-                        Some(res) => Wake::Read(res),
-                        None => continue,
-                    }
-                }
-                wake => wake,
-            };
             match wake {
-                Wake::Readable(_) => unreachable!("read above"),
                 Wake::Outgoing(msg) => {
                     self.on_outgoing(msg);
                     // Take whatever else is ready in one go.
@@ -403,21 +380,20 @@ impl Driver<'_> {
                     }
                     self.out.advance(n);
                 }
-                Wake::Read(res) => {
-                    let n = res.map_err(DriveError::Io)?;
-                    if n == 0 {
-                        self.eof = true;
-                        // The web server closing the connection aborts what it had sent.
-                        for a in &self.active {
-                            a.shared.set(Shared::CLOSED);
+                Wake::Readable(res) => {
+                    res.map_err(DriveError::Io)?;
+                    // With a buffer now, read what came if it is still there.
+                    self.ensure_read_buffer();
+                    if let Some(res) = now(rd.read_buf(&mut self.rbuf)).await {
+                        if let Some(ending) = self.on_read(res)? {
+                            return Ok(ending);
                         }
-                        if !self.rbuf.is_empty() {
-                            return Err(DriveError::Truncated);
-                        }
-                        return Ok(Ending::Closed);
                     }
-                    trace!(bytes = n, "read");
-                    self.process_input()?;
+                }
+                Wake::Read(res) => {
+                    if let Some(ending) = self.on_read(res)? {
+                        return Ok(ending);
+                    }
                 }
                 Wake::Room => {
                     if let Some(s) = self.stalled.take() {
@@ -456,6 +432,25 @@ impl Driver<'_> {
             && self.out.is_empty()
             && self.stalled.is_none()
             && !self.conn.is_discarding()
+    }
+
+    /// What a read of the transport brought: records to handle, or its end (`Some`).
+    fn on_read(&mut self, res: io::Result<usize>) -> Result<Option<Ending>, DriveError> {
+        let n = res.map_err(DriveError::Io)?;
+        if n == 0 {
+            self.eof = true;
+            // The web server closing the connection aborts what it had sent.
+            for a in &self.active {
+                a.shared.set(Shared::CLOSED);
+            }
+            if !self.rbuf.is_empty() {
+                return Err(DriveError::Truncated);
+            }
+            return Ok(Some(Ending::Closed));
+        }
+        trace!(bytes = n, "read");
+        self.process_input()?;
+        Ok(None)
     }
 
     /// Room to read `READ_CHUNK / 4` or more (a whole read's worth when it had to grow).
@@ -919,13 +914,13 @@ mod tests {
         }
     }
 
-    /// Drives one connection over `io`, with `client` run against the other end.
     impl Transport for tokio::io::DuplexStream {
         fn waits_without_buffer(&self) -> bool {
             true
         }
     }
 
+    /// Drives one connection over `io`, with `client` run against the other end.
     async fn drive<IO, F, Fut>(handler: Arc<Echo>, io: IO, writer: Option<Writer>, client: F)
     where
         IO: Transport,

@@ -389,20 +389,6 @@ impl Stream {
         }
     }
 
-    /// Whether a read into a full buffer waits for data without a system call (see the
-    /// `AsyncRead` impl): on Unix sockets. An idle connection then gives its read buffer back
-    /// until the next request arrives, so that thousands of kept-alive connections cost little.
-    /// (Windows' sockets and IIS's pipe serve a few connections: they keep their buffers.)
-    pub(crate) fn waits_without_buffer(&self) -> bool {
-        match self {
-            Stream::Tcp(_) => cfg!(unix),
-            #[cfg(unix)]
-            Stream::Unix(_) => true,
-            #[cfg(windows)]
-            Stream::Pipe(_) => false,
-        }
-    }
-
     /// The connection ended after the web server asked for that (a request without
     /// FCGI_KEEP_CONN): its closing first was the expected end, not the web server going
     /// away. On IIS's named pipe, the instance is then connected again for the next.
@@ -451,9 +437,24 @@ impl std::os::fd::AsRawFd for Stream {
     }
 }
 
+impl crate::driver::Transport for Stream {
+    /// On Unix sockets (see the `AsyncRead` impl): an idle connection then gives its read
+    /// buffer back until the next request arrives, so that thousands of kept-alive connections
+    /// cost little. Windows' sockets and IIS's pipe serve a few connections: they keep theirs.
+    fn waits_without_buffer(&self) -> bool {
+        match self {
+            Stream::Tcp(_) => cfg!(unix),
+            #[cfg(unix)]
+            Stream::Unix(_) => true,
+            #[cfg(windows)]
+            Stream::Pipe(_) => false,
+        }
+    }
+}
+
 /// A read into a buffer with no room waits until the stream is readable and reads nothing:
 /// what tokio's own sockets do, less their zero-length `recv`. A connection waits for its next
-/// request that way without holding a read buffer (see [`Stream::waits_without_buffer`]).
+/// request that way without holding a read buffer (`driver::Transport`).
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -1248,6 +1249,8 @@ mod tests {
         use std::future::poll_fn;
         use std::time::Duration;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        use crate::driver::Transport;
 
         async fn wait_readable(s: &mut Stream) -> io::Result<()> {
             poll_fn(|cx| Pin::new(&mut *s).poll_read(cx, &mut ReadBuf::new(&mut []))).await

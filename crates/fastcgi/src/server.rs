@@ -401,19 +401,20 @@ struct Accepting {
 /// A connection's hold on the server: its permit and its place in the count (and, once given
 /// one, in its I/O thread's), released however the connection ends (or if its thread cannot
 /// start).
-struct Release(
-    Arc<Context>,
-    Option<tokio::sync::OwnedSemaphorePermit>,
-    Option<usize>,
-);
+struct Release {
+    ctx: Arc<Context>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The index of its I/O thread in `IoThreads`.
+    io_thread: Option<usize>,
+}
 
 impl Drop for Release {
     fn drop(&mut self) {
-        drop(self.1.take());
-        if let Some(i) = self.2 {
-            self.0.io.load[i].fetch_sub(1, Ordering::Relaxed);
+        drop(self.permit.take());
+        if let Some(i) = self.io_thread {
+            self.ctx.io.load[i].fetch_sub(1, Ordering::Relaxed);
         }
-        self.0.tracker.done(&self.0.tracker.connections);
+        self.ctx.tracker.done(&self.ctx.tracker.connections);
     }
 }
 
@@ -493,7 +494,11 @@ async fn accept_loop(
             }
         }
         ctx.tracker.connections.fetch_add(1, Ordering::AcqRel);
-        let mut release = Release(ctx.clone(), Some(permit), None);
+        let mut release = Release {
+            ctx: ctx.clone(),
+            permit: Some(permit),
+            io_thread: None,
+        };
         // Debug level: entered at every poll of the connection's task, an enabled span costs a
         // registry lookup each time (7% of the server's CPU behind nginx at info level).
         let span = tracing::debug_span!("conn", %peer);
@@ -509,8 +514,8 @@ async fn accept_loop(
             let drive = move |stream, writer| {
                 async move {
                     debug!("connection opened (served on its own thread)");
-                    let returned = run_connection(stream, peer, &release.0, writer).await;
-                    release.0.finish_connection(returned);
+                    let returned = run_connection(stream, peer, &release.ctx, writer).await;
+                    release.ctx.finish_connection(returned);
                     debug!("connection closed");
                     drop(release);
                 }
@@ -522,8 +527,8 @@ async fn accept_loop(
             continue;
         }
         // A thread of its own drives its connections itself.
-        release.2 = (!own_thread).then(|| ctx.io.pick());
-        let io = release.2.unwrap_or(0);
+        release.io_thread = (!own_thread).then(|| ctx.io.pick());
+        let io = release.io_thread.unwrap_or(0);
         let drive = async move {
             // On another runtime's thread, the socket is registered with that runtime.
             let stream = match io {
@@ -540,8 +545,8 @@ async fn accept_loop(
                 Some(_) => debug!("connection opened (requests run inline on this thread)"),
                 None => debug!("connection opened"),
             }
-            let returned = run_connection(stream, peer, &release.0, writer).await;
-            release.0.finish_connection(returned);
+            let returned = run_connection(stream, peer, &release.ctx, writer).await;
+            release.ctx.finish_connection(returned);
             debug!("connection closed");
             drop(release);
         }
