@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyIterator, PyString};
+use pyo3::types::{PyBytes, PyIterator, PyString};
 
 // ---------------------------------------------------------------- start-up (PyConfig)
 
@@ -326,4 +326,67 @@ pub(crate) fn keep_thread_state() {
         ffi::PyGILState_Ensure();
         ffi::PyEval_SaveThread();
     }
+}
+
+// ---------------------------------------------------------------- bytes filled in place
+
+/// The storage of a new `bytes` object that no one else can see yet, written front to back.
+pub(crate) struct BytesFill {
+    at: *mut u8,
+    len: usize,
+    filled: usize,
+}
+
+impl BytesFill {
+    /// Room left.
+    pub(crate) fn room(&self) -> usize {
+        self.len - self.filled
+    }
+
+    /// Appends `data`, which must fit in `room()`.
+    pub(crate) fn push(&mut self, data: &[u8]) {
+        assert!(
+            data.len() <= self.room(),
+            "BytesFill::push past the object's length"
+        );
+        // SAFETY: `at` points to `len` writable bytes of an object only this thread holds
+        // (see `bytes_filled`), and `filled + data.len() <= len`; `data` is another
+        // allocation (a chunk of the request body), so the ranges do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.at.add(self.filled), data.len());
+        }
+        self.filled += data.len();
+    }
+}
+
+/// A `bytes` object of `len` bytes written by `fill`, without zeroing it first, as
+/// `PyBytes::new_with` does (a memset of every byte, holding the GIL, before the copy that
+/// overwrites them). If `fill` writes fewer than `len` bytes, the result is a copy of what it
+/// wrote.
+pub(crate) fn bytes_filled<'py>(
+    py: Python<'py>,
+    len: usize,
+    fill: impl FnOnce(&mut BytesFill) -> PyResult<()>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let size = ffi::Py_ssize_t::try_from(len)
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("bytes object too large"))?;
+    // SAFETY: with the GIL held (`py`), PyBytes_FromStringAndSize(NULL, n) returns a new
+    // reference to a `bytes` object of n uninitialised bytes (plus its NUL), or NULL with an
+    // exception set; `from_owned_ptr_or_err` takes that reference.
+    let object = unsafe {
+        Bound::from_owned_ptr_or_err(py, ffi::PyBytes_FromStringAndSize(std::ptr::null(), size))?
+            .cast_into_unchecked::<PyBytes>()
+    };
+    // SAFETY: a `bytes` object (GIL held): PyBytes_AsString returns its buffer, `len` bytes
+    // long, valid while `object` lives. No other code has the object (it is returned only
+    // below), so no one sees it being written.
+    let at = unsafe { ffi::PyBytes_AsString(object.as_ptr()) }.cast::<u8>();
+    let mut buf = BytesFill { at, len, filled: 0 };
+    fill(&mut buf)?;
+    if buf.filled < len {
+        // SAFETY: the first `filled` bytes were written by `push`.
+        let written = unsafe { std::slice::from_raw_parts(buf.at, buf.filled) };
+        return Ok(PyBytes::new(py, written));
+    }
+    Ok(object)
 }

@@ -288,25 +288,18 @@ impl Input {
     /// The next `total` bytes, filled straight into the `bytes` object the app gets (no
     /// intermediate buffer); fewer if the stream ends first (a truncated request).
     fn read_known<'py>(&mut self, py: Python<'py>, total: usize) -> PyResult<Bound<'py, PyBytes>> {
-        let mut filled = 0;
-        let bytes = PyBytes::new_with(py, total, |buf| {
-            while filled < total {
+        crate::ffi::bytes_filled(py, total, |buf| {
+            while buf.room() > 0 {
                 let Some(mut chunk) = self.next_chunk(py)? else {
                     break;
                 };
-                let want = total - filled;
-                if chunk.len() > want {
-                    self.buffered = chunk.split_off(want);
+                if chunk.len() > buf.room() {
+                    self.buffered = chunk.split_off(buf.room());
                 }
-                buf[filled..filled + chunk.len()].copy_from_slice(&chunk);
-                filled += chunk.len();
+                buf.push(&chunk);
             }
             Ok(())
-        })?;
-        if filled < total {
-            return Ok(PyBytes::new(py, &bytes.as_bytes()[..filled]));
-        }
-        Ok(bytes)
+        })
     }
 
     /// Everything left, as one `bytes`.
@@ -334,12 +327,8 @@ impl Input {
         }
         match spool {
             None if chunks.len() == 1 => Ok(PyBytes::new(py, &chunks[0])),
-            None => PyBytes::new_with(py, total, |buf| {
-                let mut at = 0;
-                for chunk in &chunks {
-                    buf[at..at + chunk.len()].copy_from_slice(chunk);
-                    at += chunk.len();
-                }
+            None => crate::ffi::bytes_filled(py, total, |buf| {
+                chunks.iter().for_each(|chunk| buf.push(chunk));
                 Ok(())
             }),
             Some(mut file) => PyBytes::new_with(py, total, |buf| {
