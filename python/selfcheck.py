@@ -143,6 +143,8 @@ def check_testapp():
         expect(r.body.decode() == "%s %d" % (hashlib.sha256(data).hexdigest(), len(data)), r.body)
         r = call(app, "/sha256", method="POST")
         expect(r.body.decode() == hashlib.sha256(b"").hexdigest() + " 0")
+        r = call(app, "/count", method="POST", body=data)
+        expect(r.body == b"300001", r.body)
 
     def stream():
         r = call(app, "/stream")

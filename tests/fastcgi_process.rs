@@ -178,3 +178,37 @@ fn address_in_use_is_explained() {
         "{err}"
     );
 }
+
+#[test]
+fn the_ceilings_of_the_upload_and_download_scenarios_answer_as_the_test_app_does() {
+    // benches/run-load compares wfcgi with fcgi-hello on `/count` (the upload, read whole and
+    // counted) and `/bigresponse` (byte i is i % 251), checking the same bodies it checks for
+    // python/testapp.
+    let port = peers::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = spawn(&["--listen", &addr], Stdio::null());
+    peers::wait_for_port(port, "fcgi-hello");
+    let mut c = Client::from_stream(TcpStream::connect(&addr).unwrap());
+    let body = vec![b'u'; 300_001];
+    let counted = c.request(
+        1,
+        &[("PATH_INFO", "/count"), ("CONTENT_LENGTH", "300001")],
+        &body,
+    );
+    assert_eq!(counted.body(), b"300001");
+    let big = c.request(
+        1,
+        &[
+            ("PATH_INFO", "/bigresponse"),
+            ("QUERY_STRING", "size=100000&chunk=30000"),
+        ],
+        b"",
+    );
+    let pattern: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    assert!(big.body() == pattern, "/bigresponse is not the pattern");
+    signal(&child, libc::SIGTERM);
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
+}

@@ -6,6 +6,8 @@ Routes (query parameters in brackets, with their defaults):
   /hello                       200 text/plain ``Hello, World!`` (13 bytes)
   /echo                        the request body back, application/octet-stream
   /sha256                      ``<hex sha256> <byte count>`` of the request body
+  /count                       ``<byte count>`` of the request body, read as /sha256 reads it
+                               and not looked at (an upload that costs the app little)
   /stream[chunks=5&size=10&delay=0.2]
                                N chunks of S bytes, ``delay`` seconds apart;
                                chunk i starts with ``chunk-<i>`` (see stream_chunk)
@@ -148,6 +150,13 @@ def sha256(environ, start_response):
         digest.update(piece)
         count += len(piece)
     return _text(start_response, "200 OK", "%s %d" % (digest.hexdigest(), count))
+
+
+def count(environ, start_response):
+    total = 0
+    for piece in read_body(environ):
+        total += len(piece)
+    return _text(start_response, "200 OK", "%d" % total)
 
 
 def stream(environ, start_response):
@@ -384,6 +393,7 @@ ROUTES = {
     "/hello": hello,
     "/echo": echo,
     "/sha256": sha256,
+    "/count": count,
     "/stream": stream,
     "/bigresponse": bigresponse,
     "/sleep": sleep,

@@ -4,7 +4,8 @@
 //! tests signal to prove graceful shutdown. `fcgi-hello --listen ADDR [--listen ADDR ...]`;
 //! `/slow?ms=N` sleeps before answering (for the drain test); `/bigresponse?size=N&chunk=M`
 //! answers what python/testapp's `/bigresponse` does (byte i is `i % 251`), from one buffer
-//! made at start, so that the 1 MiB scenario has a ceiling too.
+//! made at start, so that the 1 MiB scenario has a ceiling too; `/count` reads the whole body
+//! and answers its length, as the test app's `/count` does (the upload's ceiling).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -45,6 +46,22 @@ fn big_response(request: &Request) -> Option<(usize, usize)> {
 
 impl Handler for Hello {
     fn handle(&self, request: Request) {
+        if request.params().get(b"PATH_INFO") == Some(b"/count".as_slice()) {
+            let (_, mut body, response) = request.into_parts();
+            tokio::spawn(async move {
+                let mut total = 0;
+                while let Ok(Some(chunk)) = body.chunk().await {
+                    total += chunk.len();
+                }
+                let total = total.to_string();
+                let reply = format!(
+                    "Status: 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{total}",
+                    total.len()
+                );
+                response.finish_with(Bytes::from(reply), 0);
+            });
+            return;
+        }
         if let Some((size, chunk)) = big_response(&request) {
             let (_, _, mut response) = request.into_parts();
             tokio::spawn(async move {
