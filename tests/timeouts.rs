@@ -8,6 +8,7 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
+use test_support::peers;
 use test_support::wfcgi::{wsgi_params, Wfcgi};
 
 /// One GET on a fresh connection: status and body, or `None` if the connection closed first.
@@ -28,9 +29,12 @@ fn get(w: &Wfcgi, path: &str, query: &str) -> Option<(u16, String)> {
     .ok()
 }
 
-/// The frame of the test app's `sleep` route, as `traceback.format_stack` prints it.
-const SLEEP_FRAME: &str = "testapp/app.py\", line 178, in sleep";
 const SLEEP_SOURCE: &str = "time.sleep(_int(_query(environ), \"ms\", 100) / 1000.0)";
+
+/// The frame of the test app's `sleep` route, as `traceback.format_stack` prints it.
+fn sleep_frame() -> String {
+    peers::testapp_frame(SLEEP_SOURCE, "sleep")
+}
 
 #[test]
 fn a_hung_request_gets_504_and_its_python_stack_is_logged() {
@@ -56,7 +60,7 @@ fn a_hung_request_gets_504_and_its_python_stack_is_logged() {
     );
     assert!(log.contains("timed out after 1."), "{log}");
     assert!(log.contains("the client got 504 Gateway Timeout"), "{log}");
-    assert!(log.contains(SLEEP_FRAME), "{log}");
+    assert!(log.contains(&sleep_frame()), "{log}");
     assert!(log.contains(SLEEP_SOURCE), "{log}");
     // The process serves on; a quick request is not touched.
     assert_eq!(get(&w, "/hello", "").map(|r| r.0), Some(200), "{}", w.log());
@@ -97,7 +101,7 @@ fn sigusr1_logs_the_stack_of_each_running_request_and_stops_nothing() {
         "{log}"
     );
     assert!(log.contains("(GET /sleep"), "{log}");
-    assert!(log.contains(SLEEP_FRAME), "{log}");
+    assert!(log.contains(&sleep_frame()), "{log}");
     assert_eq!(slow.join().unwrap(), 200);
     w.signal(libc::SIGUSR1);
     w.wait_log("no request is running");
@@ -158,7 +162,7 @@ fn with_every_thread_hung_a_fresh_worker_serves_and_the_stuck_one_is_ended() {
     assert_ne!(first, second);
     let log = w.wait_log("killing it");
     assert!(log.contains("ran past WFCGI_REQUEST_TIMEOUT_SECS"), "{log}");
-    assert!(log.contains(SLEEP_FRAME), "{log}");
+    assert!(log.contains(&sleep_frame()), "{log}");
     let first: u32 = first.trim().parse().unwrap();
     let gone = Instant::now() + Duration::from_secs(5);
     while std::path::Path::new(&format!("/proc/{first}")).exists() {
@@ -257,6 +261,6 @@ fn on_the_inline_iis_connection_a_hung_request_gets_504_and_the_process_makes_wa
     assert_eq!(Wfcgi::code(status), 3);
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("the client got 504 Gateway Timeout"), "{log}");
-    assert!(log.contains(SLEEP_FRAME), "{log}");
+    assert!(log.contains(&sleep_frame()), "{log}");
     assert!(log.contains("exiting (status 3)"), "{log}");
 }

@@ -18,6 +18,20 @@ pub fn repo() -> PathBuf {
         .expect("the repository root")
 }
 
+/// How a Python traceback names the line of python/testapp/app.py that contains `source` (the
+/// first such line), in `function`: `app.py", line N, in function` (no folder: Windows writes
+/// it with backslashes). Tests match frames through this rather than a line number that every
+/// edit above it would move.
+pub fn testapp_frame(source: &str, function: &str) -> String {
+    let app = repo().join("python/testapp/app.py");
+    let text = std::fs::read_to_string(&app).expect("python/testapp/app.py");
+    let line = text
+        .lines()
+        .position(|l| l.contains(source))
+        .unwrap_or_else(|| panic!("no line of {} contains {source:?}", app.display()));
+    format!("app.py\", line {}, in {function}", line + 1)
+}
+
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
