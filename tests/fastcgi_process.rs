@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use fastcgi::protocol::ProtocolStatus;
 use test_support::peers::{self, Nginx, PathParams, TempDir};
 use test_support::process::signal;
-use test_support::Client;
+use test_support::{pattern, Client};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fcgi-hello");
 
@@ -204,8 +204,10 @@ fn the_ceilings_of_the_upload_and_download_scenarios_answer_as_the_test_app_does
         ],
         b"",
     );
-    let pattern: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-    assert!(big.body() == pattern, "/bigresponse is not the pattern");
+    assert!(
+        big.body() == pattern(0, 100_000),
+        "/bigresponse is not the pattern"
+    );
     signal(&child, libc::SIGTERM);
     assert_eq!(
         wait_exit(&mut child, Duration::from_secs(10)).code(),

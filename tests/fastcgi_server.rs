@@ -445,7 +445,7 @@ fn connections_are_spread_over_the_io_threads() {
     );
     assert!(!threads[0].starts_with("wfcgi-io") && !threads[1].starts_with("wfcgi-io"));
     // Each keeps its thread, serves both ways, and the server still drains them all.
-    let body: Vec<u8> = (0..300_000).map(|i| (i % 251) as u8).collect();
+    let body = pattern(0, 300_000);
     for (c, first) in clients.iter_mut().zip(&first) {
         let reply = c.request(1, &[("SCRIPT_NAME", "/echo")], &body);
         assert_eq!(reply.body(), body);

@@ -28,10 +28,7 @@ fn pattern() -> &'static Bytes {
 const MAX_CHUNK: usize = 1 << 20;
 
 /// `size` and `chunk` of a `/bigresponse` query (the test app's defaults: 1 MiB in 64 KiB).
-fn big_response(request: &Request) -> Option<(usize, usize)> {
-    if request.params().get(b"PATH_INFO")? != b"/bigresponse" {
-        return None;
-    }
+fn big_response_query(request: &Request) -> Option<(usize, usize)> {
     let query = request.params().get(b"QUERY_STRING").unwrap_or_default();
     let (mut size, mut chunk) = (1 << 20, 65536);
     for pair in std::str::from_utf8(query).ok()?.split('&') {
@@ -44,63 +41,77 @@ fn big_response(request: &Request) -> Option<(usize, usize)> {
     Some((size, chunk))
 }
 
+/// `/count`: reads the whole body, answers its length.
+fn count(request: Request) {
+    let (_, mut body, response) = request.into_parts();
+    tokio::spawn(async move {
+        let mut total = 0;
+        while let Ok(Some(chunk)) = body.chunk().await {
+            total += chunk.len();
+        }
+        let total = total.to_string();
+        let reply = format!(
+            "Status: 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{total}",
+            total.len()
+        );
+        response.finish_with(Bytes::from(reply), 0);
+    });
+}
+
+/// `/bigresponse`: `size` bytes of the pattern in `chunk`-byte writes.
+fn big_response(request: Request, size: usize, chunk: usize) {
+    let (_, _, mut response) = request.into_parts();
+    tokio::spawn(async move {
+        let head = format!(
+            "Status: 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {size}\r\n\r\n"
+        );
+        let mut ok = response.write(Bytes::from(head)).await.is_ok();
+        let mut sent = 0;
+        while ok && sent < size {
+            let n = chunk.min(size - sent);
+            let start = sent % 251;
+            ok = response
+                .write(pattern().slice(start..start + n))
+                .await
+                .is_ok();
+            sent += n;
+        }
+        response.finish(0);
+    });
+}
+
+/// Every other path: the fixed reply, after `?ms=N` milliseconds if asked.
+fn hello(request: Request) {
+    let delay = request
+        .params()
+        .get(b"QUERY_STRING")
+        .and_then(|q| q.strip_prefix(b"ms="))
+        .and_then(|ms| std::str::from_utf8(ms).ok()?.parse::<u64>().ok());
+    let (_, _, mut response) = request.into_parts();
+    match delay {
+        None => {
+            let _ = response.try_write(Bytes::from_static(REPLY));
+            response.finish(0);
+        }
+        Some(ms) => {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                let _ = response.write(Bytes::from_static(REPLY)).await;
+                response.finish(0);
+            });
+        }
+    }
+}
+
 impl Handler for Hello {
     fn handle(&self, request: Request) {
-        if request.params().get(b"PATH_INFO") == Some(b"/count".as_slice()) {
-            let (_, mut body, response) = request.into_parts();
-            tokio::spawn(async move {
-                let mut total = 0;
-                while let Ok(Some(chunk)) = body.chunk().await {
-                    total += chunk.len();
-                }
-                let total = total.to_string();
-                let reply = format!(
-                    "Status: 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{total}",
-                    total.len()
-                );
-                response.finish_with(Bytes::from(reply), 0);
-            });
-            return;
-        }
-        if let Some((size, chunk)) = big_response(&request) {
-            let (_, _, mut response) = request.into_parts();
-            tokio::spawn(async move {
-                let head = format!(
-                    "Status: 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {size}\r\n\r\n"
-                );
-                let mut ok = response.write(Bytes::from(head)).await.is_ok();
-                let mut sent = 0;
-                while ok && sent < size {
-                    let n = chunk.min(size - sent);
-                    let start = sent % 251;
-                    ok = response
-                        .write(pattern().slice(start..start + n))
-                        .await
-                        .is_ok();
-                    sent += n;
-                }
-                response.finish(0);
-            });
-            return;
-        }
-        let delay = request
-            .params()
-            .get(b"QUERY_STRING")
-            .and_then(|q| q.strip_prefix(b"ms="))
-            .and_then(|ms| std::str::from_utf8(ms).ok()?.parse::<u64>().ok());
-        let (_, _, mut response) = request.into_parts();
-        match delay {
-            None => {
-                let _ = response.try_write(Bytes::from_static(REPLY));
-                response.finish(0);
-            }
-            Some(ms) => {
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                    let _ = response.write(Bytes::from_static(REPLY)).await;
-                    response.finish(0);
-                });
-            }
+        match request.params().get(b"PATH_INFO").unwrap_or_default() {
+            b"/count" => count(request),
+            b"/bigresponse" => match big_response_query(&request) {
+                Some((size, chunk)) => big_response(request, size, chunk),
+                None => hello(request),
+            },
+            _ => hello(request),
         }
     }
 }
