@@ -142,18 +142,29 @@ fn bad_status_is_a_500_and_the_log_names_it() {
 
 #[test]
 fn print_output_goes_to_the_log_not_the_response() {
-    let w = Wfcgi::serve_testapp(&[]);
-    let mut c = w.connect();
-    let r = get(&mut c, "/print");
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.body(), b"printed");
-    let all = everything(&r);
-    let log = w.wait_log("wsgi-errors-line");
-    for line in ["printed-to-stdout", "printed-to-stderr", "wsgi-errors-line"] {
-        assert!(!all.contains(line), "{line} in the response: {all}");
-        assert!(log.contains(line), "{line} not in the log:\n{log}");
+    // At info level the request's span is made only for the lines written (log_scope); at
+    // debug level it is entered for the whole request. Either way each line carries the id.
+    for level in ["info", "debug"] {
+        let w = Wfcgi::serve_testapp(&["--log-level", level]);
+        let mut c = w.connect();
+        let r = get(&mut c, "/print");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.body(), b"printed");
+        let all = everything(&r);
+        let log = w.wait_log("wsgi-errors-line");
+        for line in ["printed-to-stdout", "printed-to-stderr", "wsgi-errors-line"] {
+            assert!(!all.contains(line), "{line} in the response: {all}");
+            let logged = log
+                .lines()
+                .find(|l| l.contains(line))
+                .unwrap_or_else(|| panic!("{line} not in the log:\n{log}"));
+            assert!(
+                logged.contains("request{id=") && logged.contains("}: "),
+                "{level}: the line of {line} does not carry the request's id: {logged}"
+            );
+        }
+        still_serves(&w, &mut c);
     }
-    still_serves(&w, &mut c);
 }
 
 #[test]

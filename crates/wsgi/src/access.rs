@@ -53,12 +53,15 @@ impl Access {
         let pid = std::process::id();
         match self.form {
             AccessLog::Off => {}
-            AccessLog::Text => tracing::info!(
-                target: TARGET,
-                "{} {} {status} {bytes} {ms:.2}ms pid={pid}",
-                self.method,
-                self.path
-            ),
+            AccessLog::Text => {
+                let _span = crate::log_scope::enter();
+                tracing::info!(
+                    target: TARGET,
+                    "{} {} {status} {bytes} {ms:.2}ms pid={pid}",
+                    self.method,
+                    self.path
+                )
+            }
             AccessLog::Json => {
                 let mut line = String::with_capacity(160 + self.path.len());
                 line.push_str("{\"time\":\"");

@@ -83,6 +83,7 @@ impl Shared {
             }
         }
         self.load_attempts.fetch_add(1, Ordering::AcqRel);
+        let _span = crate::log_scope::enter();
         match self.config.handler.as_ref() {
             Some(h) => tracing::info!("loading the WSGI handler {} = {}", h.source, h.path),
             None => tracing::warn!(
@@ -125,7 +126,7 @@ impl Shared {
             }
         };
         let id = id_for(&head);
-        let _span = tracing::error_span!("request", id = %id).entered();
+        let _scope = crate::log_scope::begin(&id);
         let _running = self
             .running
             .register(py, &params, &head, &id, response.expiry());
@@ -155,6 +156,7 @@ impl Shared {
             .and_then(|v| v.trim().parse::<u64>().ok());
         if let (Some(len), Some(max)) = (content_length, self.limits.max_body_bytes) {
             if len > max {
+                let _span = crate::log_scope::enter();
                 tracing::warn!("request body of {len} bytes refused (max_body_bytes is {max})");
                 let page = error_page_for(
                     "413 Payload Too Large",
@@ -181,6 +183,7 @@ impl Shared {
             Err(err) => {
                 // Only an allocation failure gets here; dropping the response ends the request
                 // with app status 1.
+                let _span = crate::log_scope::enter();
                 tracing::error!(
                     "preparing the request failed:\n{}",
                     format_exception(py, &err)

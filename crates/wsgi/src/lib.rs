@@ -31,6 +31,7 @@ mod ffi;
 pub mod input;
 pub mod interpreter;
 pub mod loader;
+mod log_scope;
 mod pool;
 #[cfg(python_delay_loaded)]
 mod python_dll;

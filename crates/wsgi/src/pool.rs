@@ -471,7 +471,7 @@ impl Pool {
             Err(refused) => refused,
         };
         let id = crate::request_id::request_id(request.params());
-        let _span = tracing::error_span!("request", id = %id).entered();
+        let _span = crate::log_scope::span(&id).entered();
         let (_, _, response) = request.into_parts();
         let (status, log) = match refused {
             Refused::Full => (

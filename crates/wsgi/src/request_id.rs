@@ -3,7 +3,7 @@
 //! sends a sane one; otherwise wfcgi makes one: 16 hex digits, a per-process random half and a
 //! counter, unique across the workers of a site. Every error page (500, 503, 504, 413) shows
 //! it, in its text and an `X-Request-Id` header, and every log line about the request carries
-//! it (the `request` span).
+//! it (the `request` span, see `log_scope`).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};

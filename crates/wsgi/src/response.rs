@@ -618,6 +618,7 @@ fn fail(
     err: &PyErr,
     debug_responses: bool,
 ) -> Outcome {
+    let _span = crate::log_scope::enter();
     let mut this = start.borrow_mut();
     if this.is_gone() || err.is_instance_of::<ClientDisconnected>(py) {
         tracing::info!("the request ended before the app did (the client went away, or a timeout ended it): {}", err.value(py));

@@ -34,6 +34,7 @@ impl LogWriter {
     }
 
     fn emit(&self, line: &str) {
+        let _span = crate::log_scope::enter();
         match self.stream {
             Stream::Stdout => tracing::info!(target: "python.stdout", "{line}"),
             Stream::Stderr => tracing::warn!(target: "python.stderr", "{line}"),

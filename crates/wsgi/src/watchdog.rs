@@ -203,7 +203,7 @@ impl Running {
             .collect();
         for (id, thread, what, age, expiry) in due {
             // The request's span: this line and the hook's carry its id, as its own lines do.
-            let _span = tracing::error_span!("request", id = %id).entered();
+            let _span = crate::log_scope::span(&id).entered();
             let page = error_page_for(
                 "504 Gateway Timeout",
                 "504 Gateway Timeout\n\nThe application did not answer in time.\n",
