@@ -159,6 +159,9 @@ fn close_is_called_on_success_and_on_failure() {
     assert_eq!(out.body(), "a");
     assert_eq!(out.app_status, Some(1));
     assert!(closed_contains("fail"));
+    // A plain list has no close() and is not asked; a subclass of one may have it.
+    assert_eq!(get("bridge_apps.closing_list").body(), "x");
+    assert!(closed_contains("list-subclass"));
 }
 
 #[test]

@@ -517,6 +517,12 @@ pub fn drive(
 }
 
 fn close_iterable(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
+    // A list or tuple (every `return [body]`) has no close(), and asking would raise and catch
+    // an AttributeError, its message formatted (before Python 3.13 there is no lookup that
+    // does not), on every such request.
+    if iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>() {
+        return Ok(());
+    }
     if iterable.hasattr(pyo3::intern!(iterable.py(), "close"))? {
         iterable.call_method0(pyo3::intern!(iterable.py(), "close"))?;
     }
