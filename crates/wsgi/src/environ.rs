@@ -81,6 +81,65 @@ const COMMON_KEYS: &[&str] = &[
     "URL",
 ];
 
+/// Params the build reads (or leaves out) besides copying them in. Each is looked up once,
+/// with the interned keys: one comparison of the name, not one per special case and then one
+/// per key. `Skip`: left out of the environ.
+const ROLES: &[(&str, Role)] = &[
+    ("HTTPS", Role::Https),
+    ("SERVER_SOFTWARE", Role::ServerSoftware),
+    ("REQUEST_METHOD", Role::RequestMethod),
+    ("REQUEST_URI", Role::RequestUri),
+    ("CONTENT_LENGTH", Role::ContentLength),
+    ("HTTP_X_REQUEST_ID", Role::XRequestId),
+    ("PATH_INFO", Role::PathInfo),
+    ("SCRIPT_NAME", Role::ScriptName),
+    ("QUERY_STRING", Role::QueryString),
+    ("HTTP_X_ORIGINAL_URL", Role::XOriginalUrl),
+    // PEP 3333 (after CGI): the body's type and length are CONTENT_TYPE and CONTENT_LENGTH
+    // only. Web servers pass the headers through as well (nginx does), and wsgiref.validate
+    // rejects an environ that has them.
+    ("HTTP_CONTENT_TYPE", Role::Skip),
+    ("HTTP_CONTENT_LENGTH", Role::Skip),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Plain,
+    Https,
+    ServerSoftware,
+    RequestMethod,
+    RequestUri,
+    ContentLength,
+    XRequestId,
+    PathInfo,
+    ScriptName,
+    QueryString,
+    XOriginalUrl,
+    Skip,
+}
+
+/// A param name known in advance: its interned key and what the build does with it.
+struct Known {
+    name: &'static [u8],
+    key: Py<PyString>,
+    role: Role,
+}
+
+/// `a == b` for names of the same length, without a call to `memcmp` for most: the first and
+/// last eight bytes as words, then what lies between (names of 17 bytes or more).
+#[inline]
+fn same_name(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n < 8 || b.len() != n {
+        return a == b;
+    }
+    let word =
+        |s: &[u8], at: usize| u64::from_ne_bytes(s[at..at + 8].try_into().expect("eight bytes"));
+    word(a, 0) == word(b, 0)
+        && word(a, n - 8) == word(b, n - 8)
+        && (n <= 16 || a[8..n - 8] == b[8..n - 8])
+}
+
 /// What a request contributes beyond its params, decided while they are copied in.
 struct Seen<'a> {
     https: bool,
@@ -94,9 +153,9 @@ struct Seen<'a> {
 /// The template dict and interned keys; built once per bridge.
 pub struct EnvironTemplate {
     template: Py<PyDict>,
-    /// Interned keys bucketed by name length: a param's name is compared only with the few
-    /// keys of its own length (one comparison for most), not searched among all of them.
-    common: Vec<Vec<(&'static [u8], Py<PyString>)>>,
+    /// The known names bucketed by length: a param's name is compared only with the few of
+    /// its own length (one comparison for most), not searched among all of them.
+    known: Vec<Vec<Known>>,
     options: EnvironOptions,
 }
 
@@ -119,14 +178,30 @@ impl EnvironTemplate {
         // PEP 3333: SCRIPT_NAME and PATH_INFO may be empty but an app may index them.
         template.set_item(intern!(py, "SCRIPT_NAME"), intern!(py, ""))?;
         template.set_item(intern!(py, "PATH_INFO"), intern!(py, ""))?;
-        let longest = COMMON_KEYS.iter().map(|k| k.len()).max().unwrap_or(0);
-        let mut common: Vec<Vec<_>> = (0..=longest).map(|_| Vec::new()).collect();
-        for key in COMMON_KEYS {
-            common[key.len()].push((key.as_bytes(), PyString::intern(py, key).unbind()));
+        let names = COMMON_KEYS
+            .iter()
+            .chain(ROLES.iter().map(|(name, _)| name))
+            .copied();
+        let longest = names.clone().map(str::len).max().unwrap_or(0);
+        let mut known: Vec<Vec<Known>> = (0..=longest).map(|_| Vec::new()).collect();
+        for name in names {
+            let bucket = &mut known[name.len()];
+            if bucket.iter().any(|k| k.name == name.as_bytes()) {
+                continue;
+            }
+            let role = ROLES
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(Role::Plain, |&(_, role)| role);
+            bucket.push(Known {
+                name: name.as_bytes(),
+                key: PyString::intern(py, name).unbind(),
+                role,
+            });
         }
         Ok(EnvironTemplate {
             template: template.unbind(),
-            common,
+            known,
             options,
         })
     }
@@ -153,37 +228,36 @@ impl EnvironTemplate {
             original_url: None,
         };
         for (name, value) in params {
-            match name {
-                b"HTTPS" => {
-                    seen.https = value.eq_ignore_ascii_case(b"on") || value == b"1";
-                }
-                b"SERVER_SOFTWARE" => seen.iis = value.starts_with(b"Microsoft-IIS/"),
-                b"REQUEST_METHOD" => head.method = value,
-                b"REQUEST_URI" => head.uri = value,
-                b"CONTENT_LENGTH" => head.content_length = value,
-                b"HTTP_X_REQUEST_ID" => head.x_request_id = Some(value),
-                b"PATH_INFO" => {
-                    head.path_info = value;
-                    seen.path_info = Some(value);
-                }
-                b"SCRIPT_NAME" => seen.script_name = Some(value),
-                b"QUERY_STRING" => {
-                    head.query = value;
-                    seen.query_string = Some(value);
-                }
-                b"HTTP_X_ORIGINAL_URL" => seen.original_url = Some(value),
-                // PEP 3333 (after CGI): the body's type and length are CONTENT_TYPE and
-                // CONTENT_LENGTH only. Web servers pass the headers through as well (nginx
-                // does), and wsgiref.validate rejects an environ that has them.
-                b"HTTP_CONTENT_TYPE" | b"HTTP_CONTENT_LENGTH" => continue,
-                _ => {}
-            }
-            let interned = self
-                .common
+            let known = self
+                .known
                 .get(name.len())
-                .and_then(|bucket| bucket.iter().find(|(k, _)| *k == name));
-            let key = match interned {
-                Some((_, key)) => key.bind(py).clone(),
+                .and_then(|bucket| bucket.iter().find(|k| same_name(k.name, name)));
+            let key = match known {
+                Some(known) => {
+                    match known.role {
+                        Role::Plain => {}
+                        Role::Https => {
+                            seen.https = value.eq_ignore_ascii_case(b"on") || value == b"1";
+                        }
+                        Role::ServerSoftware => seen.iis = value.starts_with(b"Microsoft-IIS/"),
+                        Role::RequestMethod => head.method = value,
+                        Role::RequestUri => head.uri = value,
+                        Role::ContentLength => head.content_length = value,
+                        Role::XRequestId => head.x_request_id = Some(value),
+                        Role::PathInfo => {
+                            head.path_info = value;
+                            seen.path_info = Some(value);
+                        }
+                        Role::ScriptName => seen.script_name = Some(value),
+                        Role::QueryString => {
+                            head.query = value;
+                            seen.query_string = Some(value);
+                        }
+                        Role::XOriginalUrl => seen.original_url = Some(value),
+                        Role::Skip => continue,
+                    }
+                    known.key.bind(py).clone()
+                }
                 None => crate::ffi::decode_latin1(py, name),
             };
             environ.set_item(key, crate::ffi::decode_latin1(py, value))?;
@@ -253,6 +327,45 @@ impl EnvironTemplate {
 mod tests {
     use super::*;
     use crate::testing;
+
+    #[test]
+    fn same_name_compares_every_byte() {
+        for name in [
+            "HTTPS",
+            "HTTP_HOST",
+            "SERVER_NAME",
+            "REQUEST_SCHEME_X",
+            "GATEWAY_INTERFACE",
+            "HTTP_UPGRADE_INSECURE_REQUESTS",
+        ] {
+            let a = name.as_bytes();
+            assert!(same_name(a, a), "{name}");
+            for i in 0..a.len() {
+                let mut b = a.to_vec();
+                b[i] ^= 0x20;
+                assert!(!same_name(a, &b), "{name}: byte {i} differs");
+            }
+        }
+        assert!(!same_name(b"HTTP_HOST", b"HTTP_HOSTS"));
+    }
+
+    #[test]
+    fn every_role_name_is_known_once_and_keeps_its_role() {
+        testing::python(|py| {
+            let none = py.None().into_bound(py);
+            let t =
+                EnvironTemplate::new(py, EnvironOptions::default(), none.clone(), none).unwrap();
+            for (name, role) in ROLES {
+                let bucket = &t.known[name.len()];
+                let found: Vec<_> = bucket
+                    .iter()
+                    .filter(|k| k.name == name.as_bytes())
+                    .collect();
+                assert_eq!(found.len(), 1, "{name}");
+                assert_eq!(found[0].role, *role, "{name}");
+            }
+        });
+    }
 
     fn build_with(
         options: EnvironOptions,
