@@ -479,3 +479,70 @@ fn kept_alive_idle_connections_hold_no_read_buffer() {
         assert_eq!(c.read_reply(1).body(), b"Hello, World!");
     }
 }
+
+/// Requests of 1 MiB responses per connection in each phase of the test below.
+const REUSE_REQUESTS: usize = 60;
+const REUSE_CONNECTIONS: usize = 4;
+/// Minor page faults a 1 MiB response may cost once the server is warm: the app's 64 KiB
+/// pieces and their copies are memory freed by the requests before.
+const MAX_FAULTS_PER_RESPONSE: f64 = 0.5;
+
+/// Minor page faults of the process so far (/proc/<pid>/stat, field 10).
+fn minor_faults(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[7].parse().unwrap()
+}
+
+/// Each of `REUSE_CONNECTIONS` connections asks for `REUSE_REQUESTS` 1 MiB responses at once.
+fn download_in_parallel(w: &Wfcgi) {
+    let addr = w.addr().parse().unwrap();
+    let request = Client::request_bytes(
+        1,
+        true,
+        &wsgi_params("GET", "/bigresponse", "size=1048576&chunk=65536"),
+        b"",
+    );
+    std::thread::scope(|s| {
+        for _ in 0..REUSE_CONNECTIONS {
+            s.spawn(|| {
+                let mut c = Client::connect(addr);
+                for _ in 0..REUSE_REQUESTS {
+                    c.send(&request);
+                    assert_eq!(c.read_reply(1).body().len(), 1 << 20);
+                }
+            });
+        }
+    });
+}
+
+/// Memory the app frees is kept for the next request, not given back to the kernel and faulted
+/// in again, zeroed (`allocator::keep_freed_memory` in the binary). Measured here: 0.05-0.19
+/// faults a response; with glibc's defaults (`MALLOC_TOP_PAD_=131072` set, which the binary
+/// leaves to glibc) 1-35, and up to 50 at 16 connections, a measurable share of the server's
+/// CPU (docs/benchmarks.md).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn freed_response_memory_is_reused_not_faulted_in_again() {
+    // One Python thread, so that the warm-up grows the one arena the app allocates from (a
+    // thread's first requests fault its arena in: not the point here).
+    let w = Wfcgi::serve_testapp(&["--threads", "1"]);
+    let pid = w.pid();
+    // Warm: the arenas of the threads that serve have grown to what these responses need.
+    download_in_parallel(&w);
+    let before = minor_faults(pid);
+    download_in_parallel(&w);
+    let responses = (REUSE_CONNECTIONS * REUSE_REQUESTS) as f64;
+    let per_response = (minor_faults(pid) - before) as f64 / responses;
+    eprintln!("1 MiB responses once warm: {per_response:.2} minor page faults each");
+    assert!(
+        per_response < MAX_FAULTS_PER_RESPONSE,
+        "{per_response:.2} page faults per 1 MiB response once warm (at most \
+         {MAX_FAULTS_PER_RESPONSE}): freed memory went back to the kernel"
+    );
+}

@@ -28,6 +28,8 @@
 //!   known from APPL_PHYSICAL_PATH; a problem then is a 500 and a log line, never an exit:
 //!   under IIS an exit shows only "The FastCGI process exited unexpectedly".
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod allocator;
 mod check;
 mod cli;
 mod enable;
@@ -201,8 +203,23 @@ fn report_settings(
     Ok(())
 }
 
-/// The I/O runtime, or the start-up failure that says why there is none.
+/// The I/O runtime, or the start-up failure that says why there is none. Before it, while no
+/// serving thread runs yet: the allocator keeps the memory the app frees (`allocator`).
 fn build_runtime(logging: &Logging) -> Result<tokio::runtime::Runtime, ExitCode> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    match allocator::keep_freed_memory() {
+        allocator::Outcome::Set => tracing::debug!(
+            trim_threshold = allocator::TRIM_THRESHOLD,
+            mmap_threshold = allocator::MMAP_THRESHOLD,
+            "malloc keeps freed memory for reuse"
+        ),
+        allocator::Outcome::LeftToEnvironment(name) => {
+            info!("{name} configures malloc: its trim and mmap thresholds are left as it sets them")
+        }
+        allocator::Outcome::Refused => {
+            warn!("malloc refused its trim and mmap thresholds: freed memory goes back to the kernel as glibc decides")
+        }
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("wfcgi-io")
