@@ -8,6 +8,8 @@ Routes (query parameters in brackets, with their defaults):
   /sha256                      ``<hex sha256> <byte count>`` of the request body
   /count                       ``<byte count>`` of the request body, read as /sha256 reads it
                                and not looked at (an upload that costs the app little)
+  /read-all                    ``<byte count>`` of the request body, read whole by one
+                               ``wsgi.input.read()`` (one block the size of the body)
   /stream[chunks=5&size=10&delay=0.2]
                                N chunks of S bytes, ``delay`` seconds apart;
                                chunk i starts with ``chunk-<i>`` (see stream_chunk)
@@ -157,6 +159,10 @@ def count(environ, start_response):
     for piece in read_body(environ):
         total += len(piece)
     return _text(start_response, "200 OK", "%d" % total)
+
+
+def read_all(environ, start_response):
+    return _text(start_response, "200 OK", "%d" % len(environ["wsgi.input"].read()))
 
 
 def stream(environ, start_response):
@@ -394,6 +400,7 @@ ROUTES = {
     "/echo": echo,
     "/sha256": sha256,
     "/count": count,
+    "/read-all": read_all,
     "/stream": stream,
     "/bigresponse": bigresponse,
     "/sleep": sleep,

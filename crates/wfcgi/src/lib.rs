@@ -19,6 +19,7 @@
 //! - [`watch`]: the app directory's changes (`WSGI_RESTART_FILE_REGEX`).
 //! - `supervisor` and `worker` (Unix): `wfcgi serve --processes N`, a supervisor holding no
 //!   Python that runs N worker processes (this binary again) on the sockets it opened.
+//! - `allocator` (Linux with glibc): glibc's malloc keeps the memory the app frees.
 //!
 //! Two modes:
 //! - `wfcgi serve`: settings are read at start-up; any problem is one message on stderr (and
@@ -203,23 +204,11 @@ fn report_settings(
     Ok(())
 }
 
-/// The I/O runtime, or the start-up failure that says why there is none. Before it, while no
-/// serving thread runs yet: the allocator keeps the memory the app frees (`allocator`).
+/// The I/O runtime, or the start-up failure that says why there is none. First, the allocator is
+/// told to keep the memory the app frees (`allocator`).
 fn build_runtime(logging: &Logging) -> Result<tokio::runtime::Runtime, ExitCode> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    match allocator::keep_freed_memory() {
-        allocator::Outcome::Set => tracing::debug!(
-            trim_threshold = allocator::TRIM_THRESHOLD,
-            mmap_threshold = allocator::MMAP_THRESHOLD,
-            "malloc keeps freed memory for reuse"
-        ),
-        allocator::Outcome::LeftToEnvironment(name) => {
-            info!("{name} configures malloc: its trim and mmap thresholds are left as it sets them")
-        }
-        allocator::Outcome::Refused => {
-            warn!("malloc refused its trim and mmap thresholds: freed memory goes back to the kernel as glibc decides")
-        }
-    }
+    allocator::keep_freed_memory();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("wfcgi-io")
