@@ -32,13 +32,31 @@ pub fn testapp_frame(source: &str, function: &str) -> String {
     format!("app.py\", line {}, in {function}", line + 1)
 }
 
-/// A port nothing listens on right now.
+/// Where [`free_port`] takes ports: below Linux's default ephemeral range (32768-60999), from
+/// which every client socket's source port comes.
+const TEST_PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// A port nothing listens on right now, for a server a test starts (it binds it itself).
+///
+/// Not the kernel's pick (`bind` to port 0), which comes from the ephemeral range: between the
+/// pick and the server's `bind`, a client socket of a test running beside it could take the
+/// same number as its source port, and the server would then fail with "address in use" while
+/// the test talks to whatever answers there (seen once in CI). So the ports come from below
+/// that range, each handed out once per process (tests run in parallel threads), starting at
+/// an offset taken from the process id (for test binaries that run at the same time).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let span = TEST_PORTS.end - TEST_PORTS.start;
+    let offset = std::process::id().wrapping_mul(997) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = TEST_PORTS.start + (offset + n) % span;
+        let port = u16::try_from(port).expect("the test ports fit in u16");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?}")
 }
 
 /// A scratch directory removed on drop.
