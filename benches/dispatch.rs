@@ -120,7 +120,7 @@ fn dispatch(c: &mut Criterion) {
         // The same with the binary's subscriber: what tracing costs a request that logs
         // nothing. Without one, spans and events are free, and `bridge_hello` cannot show them
         // (a span per request once cost a tenth of the Python thread's time, unseen here).
-        tracing::subscriber::with_default(binary_like_subscriber(), || {
+        tracing::subscriber::with_default(wfcgi::log_subscriber_for_bench(), || {
             g.bench_function("bridge_hello_logged", |b| {
                 b.iter_batched(
                     || {
@@ -147,44 +147,6 @@ fn dispatch(c: &mut Criterion) {
         g.bench_function("app_only_hello", |b| b.iter(|| app_only.call0().unwrap()));
         g.finish();
     });
-}
-
-/// The layers `crates/wfcgi/src/logging.rs` installs, at its default level, writing nowhere:
-/// a reloadable `EnvFilter`; for stderr and for the log file each, a layer for the usual lines
-/// and one for the JSON access lines, told apart by per-layer filters. (Keep it in step.)
-fn binary_like_subscriber() -> impl tracing::Subscriber + Send + Sync {
-    use tracing_subscriber::filter::filter_fn;
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::Layer as _;
-    let (filter, _handle) =
-        tracing_subscriber::reload::Layer::new(tracing_subscriber::EnvFilter::new("info"));
-    let usual = || filter_fn(|m| m.target() != wsgi::access::JSON_TARGET);
-    let bare = || filter_fn(|m| m.target() == wsgi::access::JSON_TARGET);
-    let sink = std::io::sink;
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(sink)
-                .with_filter(usual()),
-        )
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(sink)
-                .with_filter(bare()),
-        )
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(sink)
-                .with_ansi(false)
-                .with_filter(usual()),
-        )
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(sink)
-                .with_ansi(false)
-                .with_filter(bare()),
-        )
 }
 
 criterion_group!(benches, dispatch);

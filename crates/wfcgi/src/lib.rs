@@ -89,6 +89,14 @@ pub(crate) fn io_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().min(2))
 }
 
+/// The tracing subscriber the binary installs (at its default level), not installed: for the
+/// dispatch bench (`benches/dispatch.rs`), which measures what logging costs a request that
+/// writes no line. Not an API.
+#[doc(hidden)]
+pub fn log_subscriber_for_bench() -> impl tracing::Subscriber + Send + Sync {
+    logging::bench_subscriber()
+}
+
 /// Runs wfcgi as `invocation` asks: the whole program, from the command line to the exit
 /// status.
 pub fn run(invocation: Invocation) -> ExitCode {

@@ -49,6 +49,19 @@ impl Logging {
     /// As [`Logging::init`], with `label` after each line's time: a worker process's lines
     /// say which worker wrote them (`worker 1234`), since all share one stderr and log file.
     pub(crate) fn init_labelled(level: Option<&str>, label: Option<String>) -> Logging {
+        let (subscriber, logging) = Self::subscriber(level, label);
+        // A second init (tests) keeps the first subscriber; that is fine.
+        let _ = subscriber.try_init();
+        logging
+    }
+
+    /// The subscriber [`Logging::init_labelled`] installs, and the handle to its level and
+    /// file. Also the dispatch bench's (`crate::log_subscriber_for_bench`), so that it
+    /// measures what these layers cost a request.
+    fn subscriber(
+        level: Option<&str>,
+        label: Option<String>,
+    ) -> (impl tracing::Subscriber + Send + Sync, Logging) {
         let stderr_usable = stderr_is_usable();
         let (filter, handle) = reload::Layer::new(filter_for(level));
         let file = FileSink::default();
@@ -79,19 +92,18 @@ impl Logging {
             .event_format(MessageOnly)
             .with_writer(file.clone())
             .with_filter(bare());
-        // A second init (tests) keeps the first subscriber; that is fine.
-        let _ = tracing_subscriber::registry()
+        let subscriber = tracing_subscriber::registry()
             .with(filter)
             .with(stderr_layer)
             .with(stderr_bare)
             .with(file_layer)
-            .with(file_bare)
-            .try_init();
-        Logging {
+            .with(file_bare);
+        let logging = Logging {
             filter: handle,
             file,
             stderr_usable,
-        }
+        };
+        (subscriber, logging)
     }
 
     /// Replaces the filter (web.config's `WFCGI_LOG_LEVEL`, read after start-up).
@@ -153,6 +165,11 @@ impl tracing_subscriber::fmt::time::FormatTime for Labelled {
             None => Ok(()),
         }
     }
+}
+
+/// The binary's subscriber at its default level, not installed: see `crate::log_subscriber_for_bench`.
+pub(crate) fn bench_subscriber() -> impl tracing::Subscriber + Send + Sync {
+    Logging::subscriber(Some("info"), None).0
 }
 
 fn filter_for(level: Option<&str>) -> EnvFilter {

@@ -23,8 +23,8 @@ thread_local! {
 /// While a request runs on this thread: its id for [`enter`], or its span entered.
 #[must_use = "the scope ends when dropped"]
 pub(crate) struct RequestScope {
-    _entered: Option<EnteredSpan>,
-    lazy: bool,
+    /// `None`: the id is in `CURRENT` instead.
+    entered: Option<EnteredSpan>,
 }
 
 /// Request `id` runs on this thread until the scope is dropped.
@@ -33,20 +33,16 @@ pub(crate) fn begin(id: &RequestId) -> RequestScope {
         || tracing::enabled!(target: "fastcgi", tracing::Level::DEBUG)
     {
         return RequestScope {
-            _entered: Some(span(id).entered()),
-            lazy: false,
+            entered: Some(span(id).entered()),
         };
     }
     CURRENT.with(|c| *c.borrow_mut() = Some(id.clone()));
-    RequestScope {
-        _entered: None,
-        lazy: true,
-    }
+    RequestScope { entered: None }
 }
 
 impl Drop for RequestScope {
     fn drop(&mut self) {
-        if self.lazy {
+        if self.entered.is_none() {
             CURRENT.with(|c| c.borrow_mut().take());
         }
     }
