@@ -4,11 +4,22 @@
 //!
 //! Measured on the project's machine: `template.copy()` plus interned keys builds an environ in
 //! about 1.5 µs, against 3.0 µs for a new dict with keys created per request.
+//!
+//! Most values repeat from one request to the next (the server's name, address and port, the
+//! protocol, the method, the client's `Host`, `Accept` and `User-Agent`): each known param
+//! keeps the str it was last given (`Recent`), and a request whose value has the same bytes
+//! shares that str rather than decoding a new one. A str is immutable, so sharing it across
+//! environs is invisible to the app.
 
 use crate::request_id::Head;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
+use std::sync::Mutex;
+
+/// Values longer than this are decoded every time, not kept: a long value (a cookie, a token)
+/// seldom repeats from one client to the next, and keeping it would cost a copy per request.
+const RECENT_MAX: usize = 256;
 
 /// Per-process environ settings, fixed at start-up.
 #[derive(Debug, Clone, Default)]
@@ -123,6 +134,33 @@ struct Known {
     name: &'static [u8],
     key: Py<PyString>,
     role: Role,
+    /// Its place in `EnvironTemplate::recent`.
+    slot: usize,
+}
+
+/// The value a known param last had: its bytes and the str decoded from them.
+#[derive(Default)]
+struct Recent {
+    bytes: Vec<u8>,
+    value: Option<Py<PyString>>,
+}
+
+impl Recent {
+    /// The str for `bytes`: the kept one if the bytes are the same, else a new one, kept.
+    fn value<'py>(&mut self, py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
+        if let Some(kept) = &self.value {
+            if self.bytes == bytes {
+                return kept.bind(py).clone();
+            }
+        }
+        let value = crate::ffi::decode_latin1(py, bytes);
+        if bytes.len() <= RECENT_MAX {
+            self.bytes.clear();
+            self.bytes.extend_from_slice(bytes);
+            self.value = Some(value.clone().unbind());
+        }
+        value
+    }
 }
 
 /// `a == b` for names of the same length, without a call to `memcmp` for most: the first and
@@ -156,6 +194,10 @@ pub struct EnvironTemplate {
     /// The known names bucketed by length: a param's name is compared only with the few of
     /// its own length (one comparison for most), not searched among all of them.
     known: Vec<Vec<Known>>,
+    /// Per known param (`Known::slot`), its last value. Taken with `try_lock` only, once per
+    /// build, with the GIL held: a build never waits for it (a thread that waited holding the
+    /// GIL could wait forever on one that needs the GIL back), it decodes as before instead.
+    recent: Mutex<Vec<Recent>>,
     options: EnvironOptions,
 }
 
@@ -184,6 +226,7 @@ impl EnvironTemplate {
             .copied();
         let longest = names.clone().map(str::len).max().unwrap_or(0);
         let mut known: Vec<Vec<Known>> = (0..=longest).map(|_| Vec::new()).collect();
+        let mut slots = 0;
         for name in names {
             let bucket = &mut known[name.len()];
             if bucket.iter().any(|k| k.name == name.as_bytes()) {
@@ -197,11 +240,14 @@ impl EnvironTemplate {
                 name: name.as_bytes(),
                 key: PyString::intern(py, name).unbind(),
                 role,
+                slot: slots,
             });
+            slots += 1;
         }
         Ok(EnvironTemplate {
             template: template.unbind(),
             known,
+            recent: Mutex::new((0..slots).map(|_| Recent::default()).collect()),
             options,
         })
     }
@@ -218,6 +264,7 @@ impl EnvironTemplate {
         params: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
     ) -> PyResult<(Bound<'py, PyDict>, Head<'a>)> {
         let environ = self.template.bind(py).copy()?;
+        let mut recent = self.recent.try_lock().ok();
         let mut head = Head::default();
         let mut seen = Seen {
             https: false,
@@ -232,7 +279,7 @@ impl EnvironTemplate {
                 .known
                 .get(name.len())
                 .and_then(|bucket| bucket.iter().find(|k| same_name(k.name, name)));
-            let key = match known {
+            let (key, value) = match known {
                 Some(known) => {
                     match known.role {
                         Role::Plain => {}
@@ -256,11 +303,18 @@ impl EnvironTemplate {
                         Role::XOriginalUrl => seen.original_url = Some(value),
                         Role::Skip => continue,
                     }
-                    known.key.bind(py).clone()
+                    let decoded = match recent.as_deref_mut() {
+                        Some(recent) => recent[known.slot].value(py, value),
+                        None => crate::ffi::decode_latin1(py, value),
+                    };
+                    (known.key.bind(py).clone(), decoded)
                 }
-                None => crate::ffi::decode_latin1(py, name),
+                None => (
+                    crate::ffi::decode_latin1(py, name),
+                    crate::ffi::decode_latin1(py, value),
+                ),
             };
-            environ.set_item(key, crate::ffi::decode_latin1(py, value))?;
+            environ.set_item(key, value)?;
         }
         if seen.https {
             environ.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "https"))?;
@@ -440,6 +494,48 @@ mod tests {
             );
             let params = fastcgi::Params::from_pairs(params.iter().copied());
             assert_eq!(fields(&Head::of(&params)), fields(&head));
+        });
+    }
+
+    /// A known param's value repeated from the last request shares its str; a changed value, a
+    /// long one and an unknown param's are decoded afresh, and every value reads as sent.
+    #[test]
+    fn repeated_values_share_their_str_and_changed_ones_do_not() {
+        testing::python(|py| {
+            let none = || py.None().into_bound(py);
+            let template =
+                EnvironTemplate::new(py, EnvironOptions::default(), none(), none()).unwrap();
+            let long = "x".repeat(RECENT_MAX + 1);
+            let build = |host: &str, port: &str| {
+                let params: [(&[u8], &[u8]); 4] = [
+                    (b"HTTP_HOST", host.as_bytes()),
+                    (b"REMOTE_PORT", port.as_bytes()),
+                    (b"HTTP_COOKIE", long.as_bytes()),
+                    (b"HTTP_X_UNKNOWN", b"caf\xe9"),
+                ];
+                template.build(py, params).unwrap().0
+            };
+            fn item<'py>(env: &Bound<'py, PyDict>, key: &str) -> Bound<'py, PyAny> {
+                env.get_item(key).unwrap().unwrap()
+            }
+            let first = build("a.example", "40000");
+            let second = build("a.example", "40001");
+            assert!(item(&first, "HTTP_HOST").is(item(&second, "HTTP_HOST")));
+            assert!(!item(&first, "REMOTE_PORT").is(item(&second, "REMOTE_PORT")));
+            assert!(!item(&first, "HTTP_COOKIE").is(item(&second, "HTTP_COOKIE")));
+            assert!(!item(&first, "HTTP_X_UNKNOWN").is(item(&second, "HTTP_X_UNKNOWN")));
+            let third = build("b.example", "40001");
+            for (env, host, port) in [
+                (&first, "a.example", "40000"),
+                (&second, "a.example", "40001"),
+                (&third, "b.example", "40001"),
+            ] {
+                assert_eq!(get(env, "HTTP_HOST").as_deref(), Some(host));
+                assert_eq!(get(env, "REMOTE_PORT").as_deref(), Some(port));
+                assert_eq!(get(env, "HTTP_COOKIE"), Some(long.clone()));
+                assert_eq!(get(env, "HTTP_X_UNKNOWN").as_deref(), Some("caf\u{e9}"));
+            }
+            assert!(item(&second, "REMOTE_PORT").is(item(&third, "REMOTE_PORT")));
         });
     }
 

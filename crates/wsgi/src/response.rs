@@ -114,17 +114,18 @@ fn build_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
                 "start_response: each header must be a (name, value) tuple",
             ));
         }
-        let as_str = |i: usize| -> PyResult<String> {
-            let v = pair.get_item(i)?;
+        fn as_str<'a>(v: &'a Bound<'_, PyAny>) -> PyResult<std::borrow::Cow<'a, str>> {
             let s = v.cast::<PyString>().map_err(|_| {
                 PyTypeError::new_err(format!(
                     "start_response: header names and values must be str, got {}",
                     v.repr().map(|r| r.to_string()).unwrap_or_default()
                 ))
             })?;
-            Ok(s.to_cow()?.into_owned())
-        };
-        let (name, value) = (as_str(0)?, as_str(1)?);
+            s.to_cow()
+        }
+        // Borrowed from the str objects (their UTF-8 form): no copy of the name or the value.
+        let (name, value) = (pair.get_item(0)?, pair.get_item(1)?);
+        let (name, value) = (as_str(&name)?, as_str(&value)?);
         validate_header(&name, &value).map_err(|e| PyValueError::new_err(e.to_string()))?;
         push_latin1(&mut head, &name);
         head.extend_from_slice(b": ");
