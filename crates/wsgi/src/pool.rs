@@ -63,6 +63,14 @@ const STALL: Duration = Duration::from_micros(200);
 /// With no request started for this long, another thread is woken whatever the others do.
 const SHARE: Duration = Duration::from_millis(5);
 
+/// How long `Pool::start` waits for its threads to be parked, ready for the first request. They
+/// start in a few milliseconds; a thread that started but has not parked yet when the first
+/// request comes is not counted as idle, so the pool would not wake one for it (the starting
+/// thread takes it when it gets to the queue). Its `SCHED_BATCH` threads (wfcgi's `sched`)
+/// start later than their creator runs on, so without the wait a server could take its first
+/// requests before its threads were parked.
+const READY_WAIT: Duration = Duration::from_secs(10);
+
 /// Why a job was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refused {
@@ -362,6 +370,19 @@ impl<T> JobQueue<T> {
         }
     }
 
+    /// Waits, up to `limit`, until every consumer is parked, i.e. has started and waits for a
+    /// job. Polled: only start-up waits, and the parking path stays as it is.
+    fn wait_until_all_parked(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.lock().idle.len() < self.consumers.len() {
+            if Instant::now() >= deadline {
+                tracing::debug!("Python threads still starting after {limit:?}: serving anyway");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.closed.store(true, Ordering::Relaxed);
@@ -424,6 +445,8 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
+    /// Starts the threads and the waker; returns once every thread is parked, ready for the
+    /// first request (`READY_WAIT` at most).
     pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<Pool> {
         let threads = shared.config.threads;
         let queue = Arc::new(JobQueue::new(shared.config.queue_len, threads));
@@ -457,6 +480,7 @@ impl Pool {
                 }
             }
         }
+        queue.wait_until_all_parked(READY_WAIT);
         Ok(Pool {
             queue,
             alive,
