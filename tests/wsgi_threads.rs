@@ -60,3 +60,43 @@ fn with_the_default_settings_sixteen_requests_that_wait_for_each_other_all_finis
         .unwrap_or_else(|| panic!("no stall count in: {stats}"));
     assert!((1..=15).contains(&stalled), "{stats}");
 }
+
+/// The server's threads are `SCHED_BATCH`, so that their wakes do not preempt the web server
+/// or the thread that holds the GIL (crates/wfcgi/src/sched.rs): the I/O threads, the Python
+/// threads and the waker, started after the policy was set, all inherit it.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_servers_threads_are_sched_batch() {
+    let mut w = Wfcgi::serve_testapp(&[]);
+    // A request served: every thread has started.
+    let reply = w
+        .connect()
+        .request(1, &wsgi_params("GET", "/hello", ""), b"");
+    assert_eq!(reply.status(), 200);
+    let policies: Vec<(String, i32)> = std::fs::read_dir(format!("/proc/{}/task", w.pid()))
+        .unwrap()
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+            let (head, fields) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1.to_owned();
+            // The policy is field 41; the fields after the name start at field 3.
+            let policy = fields.split_whitespace().nth(38)?.parse().ok()?;
+            Some((name, policy))
+        })
+        .collect();
+    let of = |prefix: &str| -> Vec<i32> {
+        policies
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|&(_, policy)| policy)
+            .collect()
+    };
+    for (prefix, at_least) in [("wfcgi-io", 2), ("wfcgi-python-", 1), ("wfcgi-waker", 1)] {
+        let found = of(prefix);
+        assert!(
+            found.len() >= at_least && found.iter().all(|&p| p == libc::SCHED_BATCH),
+            "{prefix}: {policies:?}"
+        );
+    }
+    w.stop(libc::SIGTERM);
+}

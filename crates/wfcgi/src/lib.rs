@@ -42,6 +42,7 @@ mod lazy;
 mod logging;
 mod readable;
 mod request;
+mod sched;
 mod settings;
 mod signals;
 #[cfg(unix)]
@@ -213,10 +214,12 @@ fn report_settings(
 }
 
 /// The I/O runtime, or the start-up failure that says why there is none. First, the allocator is
-/// told to keep the memory the app frees (`allocator`).
+/// told to keep the memory the app frees (`allocator`), and this thread becomes `SCHED_BATCH`,
+/// so that the runtime's threads, the Python threads and the waker all are (`sched`).
 fn build_runtime(logging: &Logging) -> Result<tokio::runtime::Runtime, ExitCode> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     allocator::keep_freed_memory();
+    sched::batch();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("wfcgi-io")
