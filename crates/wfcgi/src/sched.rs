@@ -10,10 +10,12 @@
 //! the running thread blocks or has had its time slice. So an I/O thread finds several
 //! connections ready when it runs, and the thread it would have preempted finishes first.
 //! Measured (docs/benchmarks.md, "Wakes that do not preempt"; decisions/0014): behind nginx
-//! 1.1-1.4x the requests a second, `/hello` at 64 connections 1.2-1.3x with a fifth less CPU
-//! per request; one connection on an idle machine from 11% slower to 3% faster in three runs
-//! (the response waits for the Python thread to park rather than preempting it);
-//! with two CPU-bound processes beside it, one connection's p99 fell from 0.8-3 ms to 0.08 ms.
+//! 1.3-1.8x the requests a second in alternated runs, `/hello` at 64 connections 1.2x with a
+//! fifth less CPU per request; one connection on an idle machine within the noise (-11% to
+//! +3.5% between runs). The cost: with CPU-bound processes of the normal policy on every core,
+//! a woken thread waits for one to block or use up its slice (the scheduler's tick, 4 ms
+//! here): a request's median fell (0.034 against 0.056-0.085 ms) but its p99 was 0.09-8 ms
+//! against 0.16-3.8 ms, and the longest 13-19 ms against 9-12.5.
 //!
 //! It is set on the thread that builds the I/O runtime, before the runtime, the Python threads
 //! or the waker exist: every thread created afterwards inherits it. To serve with the normal
