@@ -61,42 +61,80 @@ fn with_the_default_settings_sixteen_requests_that_wait_for_each_other_all_finis
     assert!((1..=15).contains(&stalled), "{stats}");
 }
 
-/// The server's threads are `SCHED_BATCH`, so that their wakes do not preempt the web server
-/// or the thread that holds the GIL (crates/wfcgi/src/sched.rs): the I/O threads, the Python
-/// threads and the waker, started after the policy was set, all inherit it.
+/// Each thread's name and scheduling policy (field 41 of its stat line).
 #[cfg(target_os = "linux")]
-#[test]
-fn the_servers_threads_are_sched_batch() {
-    let mut w = Wfcgi::serve_testapp(&[]);
-    // A request served: every thread has started.
-    let reply = w
-        .connect()
-        .request(1, &wsgi_params("GET", "/hello", ""), b"");
-    assert_eq!(reply.status(), 200);
-    let policies: Vec<(String, i32)> = std::fs::read_dir(format!("/proc/{}/task", w.pid()))
+fn thread_policies(pid: u32) -> Vec<(String, i32)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .filter_map(|task| {
             let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
             let (head, fields) = stat.rsplit_once(')')?;
             let name = head.split_once('(')?.1.to_owned();
-            // The policy is field 41; the fields after the name start at field 3.
+            // The fields after the name start at field 3.
             let policy = fields.split_whitespace().nth(38)?.parse().ok()?;
             Some((name, policy))
         })
-        .collect();
-    let of = |prefix: &str| -> Vec<i32> {
-        policies
+        .collect()
+}
+
+/// After one request (so that every thread has started): the I/O threads, the Python threads
+/// and the waker all have `policy`.
+#[cfg(target_os = "linux")]
+fn assert_threads_have(w: &Wfcgi, policy: i32) {
+    let reply = w
+        .connect()
+        .request(1, &wsgi_params("GET", "/hello", ""), b"");
+    assert_eq!(reply.status(), 200, "log:\n{}", w.log());
+    let policies = thread_policies(w.pid());
+    for (prefix, at_least) in [("wfcgi-io", 1), ("wfcgi-python-", 1), ("wfcgi-waker", 1)] {
+        let found: Vec<i32> = policies
             .iter()
             .filter(|(name, _)| name.starts_with(prefix))
-            .map(|&(_, policy)| policy)
-            .collect()
-    };
-    for (prefix, at_least) in [("wfcgi-io", 2), ("wfcgi-python-", 1), ("wfcgi-waker", 1)] {
-        let found = of(prefix);
+            .map(|&(_, p)| p)
+            .collect();
         assert!(
-            found.len() >= at_least && found.iter().all(|&p| p == libc::SCHED_BATCH),
+            found.len() >= at_least && found.iter().all(|&p| p == policy),
             "{prefix}: {policies:?}"
         );
     }
+}
+
+/// The server's threads are `SCHED_BATCH` by default, so that their wakes do not preempt the
+/// web server or the thread that holds the GIL (crates/wfcgi/src/sched.rs): the I/O threads,
+/// the Python threads and the waker, started after the policy was set, all inherit it.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_servers_threads_are_sched_batch() {
+    let mut w = Wfcgi::serve_testapp(&[]);
+    assert_threads_have(&w, libc::SCHED_BATCH);
+    w.stop(libc::SIGTERM);
+}
+
+/// `--sched-policy normal` keeps the normal policy.
+#[cfg(target_os = "linux")]
+#[test]
+fn sched_policy_normal_keeps_the_normal_policy() {
+    let mut w = Wfcgi::serve_testapp(&["--sched-policy", "normal"]);
+    assert_threads_have(&w, libc::SCHED_OTHER);
+    w.stop(libc::SIGTERM);
+}
+
+/// Started as a web server starts it (a listening socket on fd 0), wfcgi reads its settings at
+/// the first request, after its I/O runtime was built with the default: the policy they name
+/// is then given to every thread, the ones started before included.
+#[cfg(target_os = "linux")]
+#[test]
+fn sched_policy_read_at_the_first_request_reaches_every_thread() {
+    let python = test_support::wfcgi::repo_path("python");
+    let args = [
+        "--app-dir",
+        python.to_str().unwrap(),
+        "--handler",
+        "testapp.app.application",
+    ];
+    let mut w = Wfcgi::with_listening_stdin(&args, &|cmd| {
+        cmd.env("WFCGI_SCHED_POLICY", "normal");
+    });
+    assert_threads_have(&w, libc::SCHED_OTHER);
     w.stop(libc::SIGTERM);
 }

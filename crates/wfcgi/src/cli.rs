@@ -418,6 +418,8 @@ mod tests {
             "7",
             "--access-log",
             "json",
+            "--sched-policy",
+            "normal",
             "--debugpy",
             "5678",
             "--debugpy-wait",
@@ -469,6 +471,7 @@ mod tests {
         );
         assert_eq!(resolved.bridge.body_timeout.map(|t| t.as_secs()), Some(7));
         assert_eq!(resolved.bridge.access_log, wsgi::AccessLog::Json);
+        assert_eq!(resolved.sched_policy, crate::sched::Policy::Normal);
         let debugpy = resolved.bridge.debugpy.clone().expect("--debugpy");
         assert_eq!(
             (debugpy.host.as_str(), debugpy.port, debugpy.wait),

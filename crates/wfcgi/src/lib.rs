@@ -214,12 +214,16 @@ fn report_settings(
 }
 
 /// The I/O runtime, or the start-up failure that says why there is none. First, the allocator is
-/// told to keep the memory the app frees (`allocator`), and this thread becomes `SCHED_BATCH`,
-/// so that the runtime's threads, the Python threads and the waker all are (`sched`).
-fn build_runtime(logging: &Logging) -> Result<tokio::runtime::Runtime, ExitCode> {
+/// told to keep the memory the app frees (`allocator`), and this thread is given the scheduling
+/// policy, so that the runtime's threads, the Python threads and the waker all have it
+/// (`sched`).
+fn build_runtime(
+    logging: &Logging,
+    policy: sched::Policy,
+) -> Result<tokio::runtime::Runtime, ExitCode> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     allocator::keep_freed_memory();
-    sched::batch();
+    sched::set_this_thread(policy);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("wfcgi-io")
@@ -291,7 +295,7 @@ fn serve(flags: &Flags, env: &Environment, cwd: &Path) -> ExitCode {
         );
     }
 
-    let runtime = match build_runtime(&logging) {
+    let runtime = match build_runtime(&logging, settings.sched_policy) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -380,7 +384,7 @@ fn serve_worker(
     if let Err(message) = configure_logging(&logging, &settings) {
         return startup_failure(&message, Some((&logging, None)));
     }
-    let runtime = match build_runtime(&logging) {
+    let runtime = match build_runtime(&logging, settings.sched_policy) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -430,7 +434,9 @@ fn serve_stdin(flags: Flags, env: Environment, cwd: PathBuf) -> ExitCode {
     if let Some(code) = supervise_stdin_if_asked(&flags, &env, &cwd, &logging) {
         return code;
     }
-    let runtime = match build_runtime(&logging) {
+    // The settings are read at the first request (web.config's place comes with it): the
+    // default now, and the policy they name once they are read (`BridgeStarter`).
+    let runtime = match build_runtime(&logging, sched::Policy::Batch) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -624,6 +630,11 @@ impl Starter for BridgeStarter {
         settings::apply_environment(&settings);
         report_settings(&self.logging, &settings, web_config.as_ref(), &app_dir)
             .map_err(|message| settings_failure(message, Some(&app_dir)))?;
+        // The runtime was built with the default policy, before the settings were known; the
+        // Python threads, started below, inherit this thread's.
+        if settings.sched_policy != sched::Policy::Batch {
+            sched::set_every_thread(settings.sched_policy);
+        }
         // Before Python starts: a fix to a handler that fails to import restarts the process.
         self.watch_app(&settings);
         let debug_responses = settings.bridge.debug_responses;

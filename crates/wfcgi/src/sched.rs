@@ -18,21 +18,58 @@
 //! against 0.16-3.8 ms, and the longest 13-19 ms against 9-12.5.
 //!
 //! It is set on the thread that builds the I/O runtime, before the runtime, the Python threads
-//! or the waker exist: every thread created afterwards inherits it. To serve with the normal
-//! policy instead: `chrt --other --all-tasks --pid 0 <pid>` once the process runs.
+//! or the waker exist: every thread created afterwards inherits it. `WFCGI_SCHED_POLICY=normal`
+//! (`--sched-policy normal`) keeps the normal policy. Where the settings are read after the
+//! runtime is built (a process started with its connection on fd 0 reads web.config at the
+//! first request), the policy they name is then set on every thread of the process.
 
-/// Makes the calling thread, and every thread it or they create afterwards, `SCHED_BATCH`. A
-/// refusal (a seccomp policy) leaves the policy as it was, said at debug level.
-pub(crate) fn batch() {
+/// `WFCGI_SCHED_POLICY`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Policy {
+    /// `SCHED_BATCH`: wake-ups that do not preempt (the default).
+    Batch,
+    /// The normal policy (`SCHED_OTHER`).
+    Normal,
+}
+
+/// Gives the calling thread `policy`; the threads it creates afterwards inherit it. A refusal
+/// (a seccomp policy) leaves the thread as it was, said at debug level.
+pub(crate) fn set_this_thread(policy: Policy) {
     #[cfg(target_os = "linux")]
-    {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: a plain syscall with a valid `sched_param`; pid 0 is the calling thread.
-        if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
-            tracing::debug!(
-                error = %std::io::Error::last_os_error(),
-                "SCHED_BATCH refused: the threads keep the normal policy"
-            );
+    set(0, policy);
+    #[cfg(not(target_os = "linux"))]
+    let _ = policy;
+}
+
+/// Gives every thread of the process `policy`, as `chrt --all-tasks` does.
+pub(crate) fn set_every_thread(policy: Policy) {
+    #[cfg(target_os = "linux")]
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            if let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) {
+                set(tid, policy);
+            }
         }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = policy;
+}
+
+#[cfg(target_os = "linux")]
+fn set(tid: libc::pid_t, policy: Policy) {
+    let policy = match policy {
+        Policy::Batch => libc::SCHED_BATCH,
+        Policy::Normal => libc::SCHED_OTHER,
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: a plain syscall with a valid `sched_param`; a tid of this process (or 0, the
+    // calling thread) names that thread alone.
+    if unsafe { libc::sched_setscheduler(tid, policy, &param) } != 0 {
+        tracing::debug!(
+            tid,
+            policy,
+            error = %std::io::Error::last_os_error(),
+            "the scheduling policy was not set"
+        );
     }
 }

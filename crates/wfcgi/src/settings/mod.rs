@@ -357,6 +357,8 @@ pub(crate) struct Settings {
     pub listen: Vec<fastcgi::ListenAddr>,
     pub listen_from: Option<Value>,
     pub socket_mode: Option<u32>,
+    /// The scheduling policy of the server's threads (Linux).
+    pub sched_policy: crate::sched::Policy,
     pub log_file: Option<PathBuf>,
     /// A tracing filter directive from `--log-level` / `WFCGI_LOG_LEVEL`, already validated.
     pub log_level: Option<String>,
@@ -563,6 +565,7 @@ pub(crate) fn resolve(
             listen: Vec::new(),
             listen_from: None,
             socket_mode: None,
+            sched_policy: crate::sched::Policy::Batch,
             log_file: None,
             log_level: None,
             restart_files: None,
@@ -1385,6 +1388,8 @@ mod tests {
              "invalid --socket-mode \"rw-rw----\" (command line): not an octal number. Fix: use octal permissions such as 0660 (owner and group read/write)"),
             ("socket mode too big", Case { flags: &[(WFCGI_SOCKET_MODE, "7777")], web: NONE, env: NONE },
              "invalid --socket-mode \"7777\" (command line): above 0777. Fix: use octal permissions such as 0660 (owner and group read/write)"),
+            ("sched policy", Case { flags: &[], web: &[(WFCGI_SCHED_POLICY, "fifo")], env: NONE },
+             "invalid WFCGI_SCHED_POLICY \"fifo\" (web.config /site/web.config line 3): not a scheduling policy. Fix: use batch or normal"),
             ("listen empty", Case { flags: &[], web: NONE, env: &[(WFCGI_LISTEN, " , ")] },
              "invalid WFCGI_LISTEN \" , \" (environment variable): no address. Fix: give HOST:PORT or unix:/path, e.g. 127.0.0.1:9000"),
             ("restart regex", Case { flags: &[], web: &[(WSGI_RESTART_FILE_REGEX, "(?<=a)b")], env: NONE },

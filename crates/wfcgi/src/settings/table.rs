@@ -131,6 +131,7 @@ pub(crate) const WFCGI_MAX_REQUESTS_PER_CONNECTION: &str = "WFCGI_MAX_REQUESTS_P
 pub(crate) const WFCGI_MAX_PARAMS_BYTES: &str = "WFCGI_MAX_PARAMS_BYTES";
 pub(crate) const WFCGI_PARAMS_TIMEOUT_SECS: &str = "WFCGI_PARAMS_TIMEOUT_SECS";
 pub(crate) const WFCGI_IDLE_TIMEOUT_SECS: &str = "WFCGI_IDLE_TIMEOUT_SECS";
+pub(crate) const WFCGI_SCHED_POLICY: &str = "WFCGI_SCHED_POLICY";
 /// libfcgi's name: the peers allowed to connect over TCP.
 pub(crate) const FCGI_WEB_SERVER_ADDRS: &str = "FCGI_WEB_SERVER_ADDRS";
 pub(crate) const RUST_LOG: &str = "RUST_LOG";
@@ -372,6 +373,15 @@ pub(crate) const SETTINGS: &[Setting] = &[
         doc: "`error`, `warn`, `info`, `debug`, `trace`, or a filter: `info,python.stdout=off`, `warn,wfcgi=debug`. A bare word must be a level.",
         wfastcgi: "New.",
         apply: Apply::Each(apply::log_level),
+    },
+    Setting {
+        name: WFCGI_SCHED_POLICY,
+        flag: flag("--sched-policy", "POLICY"),
+        default: Default::Value("batch"),
+        help: "Linux scheduling policy of the server's threads: batch (their wake-ups do not preempt the web server) or normal",
+        doc: "Linux only (elsewhere ignored). `batch`: the server's threads are `SCHED_BATCH`: the same share of the CPU as any thread, but their wake-ups do not preempt the thread running on that CPU (the web server, the thread holding the GIL), which served 1.3-1.8x the requests a second behind nginx on two cores. `normal`: the default policy, whose preemptions shorten the slowest requests when the machine's cores are all busy with other CPU-bound work (docs/decisions/0014).",
+        wfastcgi: "New.",
+        apply: Apply::Each(apply::sched_policy),
     },
     Setting {
         name: WFCGI_ACCESS_LOG,
