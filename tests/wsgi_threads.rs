@@ -81,6 +81,14 @@ fn thread_policies(pid: u32) -> Vec<(String, i32)> {
 /// and the waker all have `policy`.
 #[cfg(target_os = "linux")]
 fn assert_threads_have(w: &Wfcgi, policy: i32) {
+    // wfcgi changes only a process started with the normal policy: so must the tests be.
+    // SAFETY: a plain syscall on the calling thread.
+    let own = unsafe { libc::sched_getscheduler(0) };
+    assert_eq!(
+        own,
+        libc::SCHED_OTHER,
+        "the tests must run under the normal policy"
+    );
     let reply = w
         .connect()
         .request(1, &wsgi_params("GET", "/hello", ""), b"");

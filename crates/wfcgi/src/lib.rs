@@ -223,7 +223,7 @@ fn build_runtime(
 ) -> Result<tokio::runtime::Runtime, ExitCode> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     allocator::keep_freed_memory();
-    sched::set_this_thread(policy);
+    sched::start(policy);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("wfcgi-io")
@@ -632,9 +632,7 @@ impl Starter for BridgeStarter {
             .map_err(|message| settings_failure(message, Some(&app_dir)))?;
         // The runtime was built with the default policy, before the settings were known; the
         // Python threads, started below, inherit this thread's.
-        if settings.sched_policy != sched::Policy::Batch {
-            sched::set_every_thread(settings.sched_policy);
-        }
+        sched::settle(settings.sched_policy);
         // Before Python starts: a fix to a handler that fails to import restarts the process.
         self.watch_app(&settings);
         let debug_responses = settings.bridge.debug_responses;

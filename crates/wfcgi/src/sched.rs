@@ -18,36 +18,66 @@
 //! against 0.16-3.8 ms, and the longest 13-19 ms against 9-12.5.
 //!
 //! It is set on the thread that builds the I/O runtime, before the runtime, the Python threads
-//! or the waker exist: every thread created afterwards inherits it. `WFCGI_SCHED_POLICY=normal`
-//! (`--sched-policy normal`) keeps the normal policy. Where the settings are read after the
-//! runtime is built (a process started with its connection on fd 0 reads web.config at the
-//! first request), the policy they name is then set on every thread of the process.
+//! or the waker exist: every thread created afterwards inherits it, and so do the processes the
+//! app starts. Only a process started with the normal policy is changed: one started under
+//! another (`chrt`, systemd's `CPUSchedulingPolicy=`) keeps it. `WFCGI_SCHED_POLICY=normal`
+//! (`--sched-policy normal`) leaves the policy as the process was started. Where the settings
+//! are read after the runtime is built (a process started with its connection on fd 0 reads
+//! web.config at the first request), `normal` then gives the normal policy back to every thread
+//! that this module made `SCHED_BATCH`. A `--processes` supervisor keeps its policy: its
+//! workers each set their own.
+
+#[cfg(target_os = "linux")]
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// `WFCGI_SCHED_POLICY`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Policy {
     /// `SCHED_BATCH`: wake-ups that do not preempt (the default).
     Batch,
-    /// The normal policy (`SCHED_OTHER`).
+    /// The policy the process was started with.
     Normal,
 }
 
-/// Gives the calling thread `policy`; the threads it creates afterwards inherit it. A refusal
-/// (a seccomp policy) leaves the thread as it was, said at debug level.
-pub(crate) fn set_this_thread(policy: Policy) {
+/// `start` made the threads `SCHED_BATCH`.
+#[cfg(target_os = "linux")]
+static MADE_BATCH: AtomicBool = AtomicBool::new(false);
+
+/// Before the runtime is built, on its thread: `Batch` makes this thread (and so the threads
+/// created afterwards) `SCHED_BATCH` if it has the normal policy. A refusal (a seccomp policy)
+/// leaves it as it was, said at debug level.
+pub(crate) fn start(policy: Policy) {
     #[cfg(target_os = "linux")]
-    set(0, policy);
+    if policy == Policy::Batch {
+        // SAFETY: plain syscalls on the calling thread (pid 0).
+        let current = unsafe { libc::sched_getscheduler(0) };
+        if current != libc::SCHED_OTHER {
+            tracing::debug!(
+                policy = current,
+                "started under another scheduling policy: kept"
+            );
+        } else if set(0, libc::SCHED_BATCH) {
+            MADE_BATCH.store(true, Ordering::Relaxed);
+        }
+    }
     #[cfg(not(target_os = "linux"))]
     let _ = policy;
 }
 
-/// Gives every thread of the process `policy`, as `chrt --all-tasks` does.
-pub(crate) fn set_every_thread(policy: Policy) {
+/// Once the settings are read, if that was after `start` (fd 0): `Normal` gives the normal
+/// policy back to every thread of the process that has `SCHED_BATCH` because `start` set it.
+pub(crate) fn settle(policy: Policy) {
     #[cfg(target_os = "linux")]
-    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+    if policy == Policy::Normal && MADE_BATCH.swap(false, Ordering::Relaxed) {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return;
+        };
         for task in tasks.flatten() {
             if let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) {
-                set(tid, policy);
+                // SAFETY: a plain syscall; a tid of this process names that thread alone.
+                if unsafe { libc::sched_getscheduler(tid) } == libc::SCHED_BATCH {
+                    set(tid, libc::SCHED_OTHER);
+                }
             }
         }
     }
@@ -55,16 +85,14 @@ pub(crate) fn set_every_thread(policy: Policy) {
     let _ = policy;
 }
 
+/// Whether `tid` (0: the calling thread) now has `policy`.
 #[cfg(target_os = "linux")]
-fn set(tid: libc::pid_t, policy: Policy) {
-    let policy = match policy {
-        Policy::Batch => libc::SCHED_BATCH,
-        Policy::Normal => libc::SCHED_OTHER,
-    };
+fn set(tid: libc::pid_t, policy: libc::c_int) -> bool {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: a plain syscall with a valid `sched_param`; a tid of this process (or 0, the
     // calling thread) names that thread alone.
-    if unsafe { libc::sched_setscheduler(tid, policy, &param) } != 0 {
+    let done = unsafe { libc::sched_setscheduler(tid, policy, &param) } == 0;
+    if !done {
         tracing::debug!(
             tid,
             policy,
@@ -72,4 +100,5 @@ fn set(tid: libc::pid_t, policy: Policy) {
             "the scheduling policy was not set"
         );
     }
+    done
 }

@@ -264,7 +264,12 @@ impl EnvironTemplate {
         params: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
     ) -> PyResult<(Bound<'py, PyDict>, Head<'a>)> {
         let environ = self.template.bind(py).copy()?;
-        let mut recent = self.recent.try_lock().ok();
+        let mut recent = match self.recent.try_lock() {
+            Ok(recent) => Some(recent),
+            // A panic while it was held leaves whole entries (each is replaced at once).
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
         let mut head = Head::default();
         let mut seen = Seen {
             https: false,

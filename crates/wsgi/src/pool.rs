@@ -66,9 +66,9 @@ const SHARE: Duration = Duration::from_millis(5);
 /// How long `Pool::start` waits for its threads to be parked, ready for the first request. They
 /// start in a few milliseconds; a thread that started but has not parked yet when the first
 /// request comes is not counted as idle, so the pool would not wake one for it (the starting
-/// thread takes it when it gets to the queue). Its `SCHED_BATCH` threads (wfcgi's `sched`)
-/// start later than their creator runs on, so without the wait a server could take its first
-/// requests before its threads were parked.
+/// thread takes it when it gets to the queue). A new `SCHED_BATCH` thread (wfcgi's `sched`)
+/// does not preempt its creator, so it starts later: without the wait a server could take its
+/// first requests before its threads were parked.
 const READY_WAIT: Duration = Duration::from_secs(10);
 
 /// Why a job was not queued.
@@ -372,11 +372,17 @@ impl<T> JobQueue<T> {
 
     /// Waits, up to `limit`, until every consumer is parked, i.e. has started and waits for a
     /// job. Polled: only start-up waits, and the parking path stays as it is.
+    /// A caller that holds the GIL does not wait: the threads need it to park.
     fn wait_until_all_parked(&self, limit: Duration) {
+        // SAFETY: callable from any thread once the interpreter is initialised (a pool's
+        // threads exist only then).
+        if unsafe { pyo3::ffi::PyGILState_Check() } == 1 {
+            return;
+        }
         let deadline = Instant::now() + limit;
         while self.lock().idle.len() < self.consumers.len() {
             if Instant::now() >= deadline {
-                tracing::debug!("Python threads still starting after {limit:?}: serving anyway");
+                tracing::warn!("Python threads still starting after {limit:?}: serving anyway");
                 return;
             }
             std::thread::sleep(Duration::from_millis(1));

@@ -231,7 +231,7 @@ pub(super) fn access_log(value: &Value, r: &mut Resolution<'_>) -> Result<(), Se
 pub(super) fn sched_policy(value: &Value, r: &mut Resolution<'_>) -> Result<(), SettingsError> {
     r.settings.sched_policy = match value.text.trim().to_ascii_lowercase().as_str() {
         "batch" => crate::sched::Policy::Batch,
-        "normal" | "other" => crate::sched::Policy::Normal,
+        "normal" => crate::sched::Policy::Normal,
         _ => return Err(value.invalid("not a scheduling policy", "use batch or normal")),
     };
     Ok(())
