@@ -68,11 +68,10 @@ fn thread_policies(pid: u32) -> Vec<(String, i32)> {
         .unwrap()
         .filter_map(|task| {
             let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
-            let (head, fields) = stat.rsplit_once(')')?;
-            let name = head.split_once('(')?.1.to_owned();
-            // The fields after the name start at field 3.
-            let policy = fields.split_whitespace().nth(38)?.parse().ok()?;
-            Some((name, policy))
+            let (name, fields) = test_support::stat_name_and_fields(&stat)?;
+            // The fields start at field 3.
+            let policy = fields.get(38)?.parse().ok()?;
+            Some((name.to_owned(), policy))
         })
         .collect()
 }

@@ -15,7 +15,7 @@ pub mod wine;
 
 pub use peers::TempDir;
 #[cfg(unix)]
-pub use process::{minor_faults, proc_status_kib, rss_kib};
+pub use process::{minor_faults, proc_status_kib, rss_kib, stat_name_and_fields};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

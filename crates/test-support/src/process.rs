@@ -39,16 +39,18 @@ pub fn rss_kib(pid: u32) -> u64 {
     proc_status_kib(pid, "VmRSS:")
 }
 
+/// A /proc `stat` line's command name and the fields after it, field 3 (the state) first: the
+/// name is in parentheses and may hold spaces and parentheses itself.
+pub fn stat_name_and_fields(stat: &str) -> Option<(&str, Vec<&str>)> {
+    let (head, rest) = stat.rsplit_once(')')?;
+    Some((head.split_once('(')?.1, rest.split_whitespace().collect()))
+}
+
 /// Minor page faults of a process so far (/proc/PID/stat, field 10): pages it touched that
 /// were not resident, among them memory its allocator gave back to the kernel and reused.
 pub fn minor_faults(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name, which is in parentheses and may hold spaces: state is
-    // field 3, minflt field 10.
-    let after_name = stat.rsplit_once(')').expect("a /proc stat line").1;
-    after_name
-        .split_whitespace()
-        .nth(7)
-        .and_then(|v| v.parse().ok())
+    stat_name_and_fields(&stat)
+        .and_then(|(_, fields)| fields.get(7)?.parse().ok())
         .unwrap_or_else(|| panic!("no minflt in /proc/{pid}/stat"))
 }

@@ -20,6 +20,7 @@
 //! - `supervisor` and `worker` (Unix): `wfcgi serve --processes N`, a supervisor holding no
 //!   Python that runs N worker processes (this binary again) on the sockets it opened.
 //! - `allocator` (Linux with glibc): glibc's malloc keeps the memory the app frees.
+//! - `sched` (Linux): the server's threads are `SCHED_BATCH` (`WFCGI_SCHED_POLICY`).
 //!
 //! Two modes:
 //! - `wfcgi serve`: settings are read at start-up; any problem is one message on stderr (and
