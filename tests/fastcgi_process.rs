@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fastcgi::protocol::ProtocolStatus;
+use sha2::Digest;
 use test_support::peers::{self, Nginx, PathParams, TempDir};
 use test_support::process::signal;
 use test_support::{pattern, Client};
@@ -182,8 +183,8 @@ fn address_in_use_is_explained() {
 #[test]
 fn the_ceilings_of_the_upload_and_download_scenarios_answer_as_the_test_app_does() {
     // benches/run-load compares wfcgi with fcgi-hello on `/count` (the upload, read whole and
-    // counted) and `/bigresponse` (byte i is i % 251), checking the same bodies it checks for
-    // python/testapp.
+    // counted), `/sha256` (the upload hashed) and `/bigresponse` (byte i is i % 251), checking
+    // the same bodies it checks for python/testapp.
     let port = peers::free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut child = spawn(&["--listen", &addr], Stdio::null());
@@ -196,6 +197,19 @@ fn the_ceilings_of_the_upload_and_download_scenarios_answer_as_the_test_app_does
         &body,
     );
     assert_eq!(counted.body(), b"300001");
+    let hashed = c.request(
+        1,
+        &[("PATH_INFO", "/sha256"), ("CONTENT_LENGTH", "300001")],
+        &body,
+    );
+    let digest: String = sha2::Sha256::digest(&body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        String::from_utf8_lossy(hashed.body()),
+        format!("{digest} 300001")
+    );
     let big = c.request(
         1,
         &[
