@@ -21,6 +21,7 @@
 //!   Python that runs N worker processes (this binary again) on the sockets it opened.
 //! - `allocator` (Linux with glibc): glibc's malloc keeps the memory the app frees.
 //! - `sched` (Linux): the server's threads are `SCHED_BATCH` (`WFCGI_SCHED_POLICY`).
+//! - `limits` (Unix): the open-files limit raised to what `--max-connections` needs.
 //!
 //! Two modes:
 //! - `wfcgi serve`: settings are read at start-up; any problem is one message on stderr (and
@@ -40,6 +41,8 @@ mod handover;
 mod iis_traps;
 mod invocation;
 mod lazy;
+#[cfg(unix)]
+mod limits;
 mod logging;
 mod readable;
 mod request;
@@ -262,6 +265,9 @@ fn serve(flags: &Flags, env: &Environment, cwd: &Path) -> ExitCode {
     if let Err(message) = report_settings(&logging, &settings, web_config.as_ref(), &app_dir) {
         return startup_failure(&message, Some((&logging, None)));
     }
+    // A supervisor's workers inherit the limit it sets (each may hold --max-connections).
+    #[cfg(unix)]
+    limits::make_room(settings.server.max_connections);
 
     if let Some(restart) = settings.restart_files.as_ref().filter(|r| r.explicit) {
         if supervised.is_none() {

@@ -1,0 +1,126 @@
+//! The open-files limit against `--max-connections`, on the real binary started with a low
+//! limit (as a shell's `ulimit -n` of 1,024, or less, leaves it): a soft limit too low for the
+//! connections asked for is raised, and more connections than the old limit are served at
+//! once; a hard limit too low is reported in words that name the setting, the limit and the fix.
+#![cfg(unix)]
+// rlim_t is u64 on Linux and macOS, not on every Unix.
+#![allow(clippy::unnecessary_cast)]
+
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+
+use test_support::wfcgi::{wsgi_params, Wfcgi};
+use test_support::Client;
+
+/// The process's (soft, hard) open-files limits.
+fn own_limit() -> (u64, u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct it is given.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(got, 0);
+    (limit.rlim_cur as u64, limit.rlim_max as u64)
+}
+
+/// This test process may hold as many sockets as its hard limit allows.
+fn raise_own_limit() {
+    let (_, hard) = own_limit();
+    let limit = libc::rlimit {
+        rlim_cur: hard as libc::rlim_t,
+        rlim_max: hard as libc::rlim_t,
+    };
+    // SAFETY: setrlimit reads the struct it is given.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+}
+
+/// `wfcgi serve` of the test app with `args`, started with open-files limits `soft` and `hard`.
+fn serve_limited(args: &[&str], soft: u64, hard: u64) -> Wfcgi {
+    let python = test_support::wfcgi::repo_path("python");
+    let mut all = vec![
+        "--app-dir",
+        python.to_str().unwrap(),
+        "--handler",
+        "testapp.app.application",
+    ];
+    all.extend_from_slice(args);
+    Wfcgi::serve_with(&all, &move |cmd| {
+        // SAFETY: setrlimit is async-signal-safe, and nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: soft as libc::rlim_t,
+                    rlim_max: hard as libc::rlim_t,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+    })
+}
+
+/// The "Max open files" line of /proc/<pid>/limits: (soft, hard).
+fn limits_of(pid: u32) -> (String, String) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files");
+    let fields: Vec<&str> = line["Max open files".len()..].split_whitespace().collect();
+    (fields[0].to_string(), fields[1].to_string())
+}
+
+#[test]
+fn a_soft_limit_too_low_for_max_connections_is_raised_and_the_connections_are_served() {
+    raise_own_limit();
+    let (_, own_hard) = own_limit();
+    let hard = own_hard.min(8192);
+    assert!(
+        hard >= 2256,
+        "this machine's hard limit ({own_hard}) is too low for the test"
+    );
+    let w = serve_limited(&["--max-connections", "2000"], 512, hard);
+    assert_eq!(
+        limits_of(w.pid()),
+        ("2256".to_string(), hard.to_string()),
+        "the soft limit is raised to 2,000 connections + 256, no further; log:\n{}",
+        w.log()
+    );
+    w.wait_log("open-files limit raised from 512 to 2256 for --max-connections 2000");
+
+    // More connections held at once than the old soft limit allowed descriptors.
+    let params = wsgi_params("GET", "/hello", "");
+    let mut clients: Vec<Client> = Vec::new();
+    for i in 0..800 {
+        let mut c = Client::from_stream(TcpStream::connect(w.addr()).unwrap());
+        let reply = c.request(1, &params, b"");
+        assert_eq!(reply.status(), 200, "connection {i}");
+        clients.push(c);
+    }
+    for c in &mut clients {
+        assert_eq!(c.request(1, &params, b"").body(), b"Hello, World!");
+    }
+}
+
+#[test]
+fn a_hard_limit_too_low_for_max_connections_is_reported_with_the_fix() {
+    let w = serve_limited(&["--max-connections", "2000"], 600, 600);
+    let log = w.wait_log("WFCGI_MAX_CONNECTIONS");
+    for needle in [
+        "--max-connections 2000 (WFCGI_MAX_CONNECTIONS) needs about 2256 open files",
+        "may open 600 (its hard limit",
+        "Fix: raise the hard limit",
+        "or lower --max-connections to 344",
+    ] {
+        assert!(log.contains(needle), "{needle:?} not in:\n{log}");
+    }
+    assert_eq!(limits_of(w.pid()), ("600".to_string(), "600".to_string()));
+    // It serves all the same.
+    let reply = w
+        .connect()
+        .request(1, &wsgi_params("GET", "/hello", ""), b"");
+    assert_eq!(reply.body(), b"Hello, World!");
+}
