@@ -89,7 +89,7 @@ fn sha256(request: Request) {
 
 /// SHA-256 by the system's libcrypto, the code Python's `hashlib.sha256` runs (OpenSSL's
 /// SHA-NI routine: 0.58 ms a MiB here, where the `sha2` crate takes 0.68), loaded at run time so
-/// that building needs no OpenSSL headers; `sha2` when it cannot be loaded.
+/// that building needs no OpenSSL headers; `sha2` when it cannot be loaded (decision 0005).
 enum Sha256 {
     Crypto(Box<[u64; 16]>, &'static Libcrypto),
     Rust(sha2::Sha256),
@@ -107,37 +107,53 @@ type InitFn = unsafe extern "C" fn(*mut libc::c_void) -> libc::c_int;
 type UpdateFn = unsafe extern "C" fn(*mut libc::c_void, *const libc::c_void, usize) -> libc::c_int;
 type FinalFn = unsafe extern "C" fn(*mut u8, *mut libc::c_void) -> libc::c_int;
 
+/// libcrypto's SHA-256, loaded once; `None` (said on stderr) when it cannot be, or when
+/// `FCGI_HELLO_SHA256=sha2` asks for the `sha2` crate (the tests check both).
 fn libcrypto() -> Option<&'static Libcrypto> {
     static LOADED: OnceLock<Option<Libcrypto>> = OnceLock::new();
     LOADED
         .get_or_init(|| {
-            // SAFETY: dlopen with a NUL-terminated name; the handle is never closed, so the
-            // symbols stay valid for the life of the process.
-            let lib = unsafe { libc::dlopen(c"libcrypto.so.3".as_ptr(), libc::RTLD_NOW) };
-            if lib.is_null() {
-                eprintln!("fcgi-hello: libcrypto.so.3 not found; /sha256 hashes with sha2");
+            if std::env::var_os("FCGI_HELLO_SHA256").is_some_and(|v| v == "sha2") {
                 return None;
             }
-            let sym = |name: &std::ffi::CStr| {
-                // SAFETY: a symbol looked up in a handle that stays open.
-                let f = unsafe { libc::dlsym(lib, name.as_ptr()) };
-                (!f.is_null()).then_some(f)
-            };
-            let (init, update, finish) = (
-                sym(c"SHA256_Init")?,
-                sym(c"SHA256_Update")?,
-                sym(c"SHA256_Final")?,
-            );
-            // SAFETY: the three functions have these C signatures in every OpenSSL since 0.9.8.
-            unsafe {
-                Some(Libcrypto {
-                    init: std::mem::transmute::<*mut libc::c_void, InitFn>(init),
-                    update: std::mem::transmute::<*mut libc::c_void, UpdateFn>(update),
-                    finish: std::mem::transmute::<*mut libc::c_void, FinalFn>(finish),
-                })
+            let loaded = load_libcrypto();
+            if let Err(why) = &loaded {
+                eprintln!("fcgi-hello: {why}; /sha256 hashes with the sha2 crate");
             }
+            loaded.ok()
         })
         .as_ref()
+}
+
+fn load_libcrypto() -> Result<Libcrypto, String> {
+    // SAFETY: dlopen with a NUL-terminated name; the handle is never closed, so the symbols
+    // stay valid for the life of the process.
+    let lib = unsafe { libc::dlopen(c"libcrypto.so.3".as_ptr(), libc::RTLD_NOW) };
+    if lib.is_null() {
+        return Err("libcrypto.so.3 not found".into());
+    }
+    let sym = |name: &std::ffi::CStr| {
+        // SAFETY: a symbol looked up in a handle that stays open.
+        let f = unsafe { libc::dlsym(lib, name.as_ptr()) };
+        if f.is_null() {
+            Err(format!("libcrypto.so.3 has no {name:?}"))
+        } else {
+            Ok(f)
+        }
+    };
+    let (init, update, finish) = (
+        sym(c"SHA256_Init")?,
+        sym(c"SHA256_Update")?,
+        sym(c"SHA256_Final")?,
+    );
+    // SAFETY: the three functions have these C signatures in every OpenSSL since 0.9.8.
+    unsafe {
+        Ok(Libcrypto {
+            init: std::mem::transmute::<*mut libc::c_void, InitFn>(init),
+            update: std::mem::transmute::<*mut libc::c_void, UpdateFn>(update),
+            finish: std::mem::transmute::<*mut libc::c_void, FinalFn>(finish),
+        })
+    }
 }
 
 impl Sha256 {
