@@ -79,7 +79,8 @@ pub(crate) enum Refused {
 }
 
 struct QueueState<T> {
-    jobs: VecDeque<T>,
+    /// Each job with when it was queued (ns since `epoch`).
+    jobs: VecDeque<(T, u64)>,
     closed: bool,
     /// Consumers woken and not yet back from their wait in `pop`.
     waking: usize,
@@ -110,6 +111,9 @@ pub(crate) struct Stats {
     /// Time from a parked thread's taking a request to its holding the GIL, summed; and the most.
     pub(crate) gil_wait_ns: AtomicU64,
     pub(crate) gil_wait_max_ns: AtomicU64,
+    /// Time from a request's queueing to a thread's taking it, summed; and the most.
+    pub(crate) queue_wait_ns: AtomicU64,
+    pub(crate) queue_wait_max_ns: AtomicU64,
 }
 
 /// One consumer, as the waker sees it.
@@ -237,7 +241,7 @@ impl<T> JobQueue<T> {
         if state.jobs.len() >= self.capacity {
             return Err((job, Refused::Full));
         }
-        state.jobs.push_back(job);
+        state.jobs.push_back((job, self.now_ns()));
         self.queued.store(state.jobs.len(), Ordering::Relaxed);
         // Every consumer not idle runs (a woken one is on its way to run).
         if state.idle.len() == self.consumers.len() {
@@ -255,6 +259,17 @@ impl<T> JobQueue<T> {
         let mut state = self.lock();
         let job = state.jobs.pop_front();
         self.queued.store(state.jobs.len(), Ordering::Relaxed);
+        drop(state);
+        job.map(|(job, queued)| self.taken(job, queued))
+    }
+
+    /// Counts how long `job`, queued at `queued`, waited for a thread.
+    fn taken(&self, job: T, queued: u64) -> T {
+        let ns = self.now_ns().saturating_sub(queued);
+        self.stats.queue_wait_ns.fetch_add(ns, Ordering::Relaxed);
+        self.stats
+            .queue_wait_max_ns
+            .fetch_max(ns, Ordering::Relaxed);
         job
     }
 
@@ -264,10 +279,11 @@ impl<T> JobQueue<T> {
         self.consumers[n].busy.store(false, Ordering::Relaxed);
         let mut state = self.lock();
         loop {
-            if let Some(job) = state.jobs.pop_front() {
+            if let Some((job, queued)) = state.jobs.pop_front() {
                 self.queued.store(state.jobs.len(), Ordering::Relaxed);
                 self.attaching.fetch_add(1, Ordering::Relaxed);
-                return Some(job);
+                drop(state);
+                return Some(self.taken(job, queued));
             }
             if state.closed {
                 return None;
@@ -550,19 +566,25 @@ impl Pool {
         let started = s.started.load(Ordering::Relaxed);
         let taken_on = s.taken_on.load(Ordering::Relaxed);
         let from_parking = started - taken_on;
-        let wait_ns = s.gil_wait_ns.load(Ordering::Relaxed);
-        let mean_us = if from_parking == 0 {
-            0.0
-        } else {
-            wait_ns as f64 / from_parking as f64 / 1000.0
+        let mean_us = |sum: &AtomicU64, n: u64| {
+            if n == 0 {
+                0.0
+            } else {
+                sum.load(Ordering::Relaxed) as f64 / n as f64 / 1000.0
+            }
         };
+        let max_us = |max: &AtomicU64| max.load(Ordering::Relaxed) as f64 / 1000.0;
         tracing::info!(
             "Python threads: {started} requests started ({taken_on} taken on by a thread that \
-             had just finished one); wakes: {} for an idle pool, {} for a stalled one; a woken \
-             thread's wait for the GIL: mean {mean_us:.1} us, max {:.1} us",
+             had just finished one); wakes: {} for an idle pool, {} for a stalled one; a \
+             request's wait in the queue: mean {:.1} us, max {:.1} us; a woken thread's wait \
+             for the GIL: mean {:.1} us, max {:.1} us",
             s.idle_wakes.load(Ordering::Relaxed),
             s.stall_wakes.load(Ordering::Relaxed),
-            s.gil_wait_max_ns.load(Ordering::Relaxed) as f64 / 1000.0,
+            mean_us(&s.queue_wait_ns, started),
+            max_us(&s.queue_wait_max_ns),
+            mean_us(&s.gil_wait_ns, from_parking),
+            max_us(&s.gil_wait_max_ns),
         );
     }
 }
@@ -658,6 +680,21 @@ mod tests {
         assert_eq!(q.pop(0), Some(2));
         assert_eq!(q.pop(0), Some(4));
         assert_eq!(q.pop(0), None);
+    }
+
+    #[test]
+    fn the_wait_in_the_queue_is_counted_from_the_push_to_the_take() {
+        let q = JobQueue::new(2, 1);
+        q.try_push(1).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(q.try_pop(), Some(1));
+        q.try_push(2).unwrap();
+        assert_eq!(q.pop(0), Some(2));
+        let max = q.stats.queue_wait_max_ns.load(Ordering::Relaxed);
+        let sum = q.stats.queue_wait_ns.load(Ordering::Relaxed);
+        assert!(max >= 30_000_000, "max {max} ns");
+        // The second waited next to nothing: each take counted once.
+        assert!(sum >= max && sum < 2 * max, "sum {sum} ns, max {max} ns");
     }
 
     #[test]
@@ -807,9 +844,9 @@ mod tests {
         // A push and a pop under one lock, so that the waker cannot hand job 2 to the other.
         {
             let mut state = q.lock();
-            state.jobs.push_back(2);
+            state.jobs.push_back((2, 0));
             q.attaching.fetch_add(1, Ordering::Relaxed);
-            assert_eq!(state.jobs.pop_front(), Some(2));
+            assert_eq!(state.jobs.pop_front().map(|(job, _)| job), Some(2));
         }
         q.try_push(3).unwrap();
         std::thread::sleep(Duration::from_millis(50));
