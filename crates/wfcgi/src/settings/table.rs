@@ -209,7 +209,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
         flag: flag("--threads", "N"),
         default: Default::Value("32"),
         help: "the most Python threads serving at once (1-1024)",
-        doc: "The most Python threads serving at once (1-1024). Another thread is woken only when a request waits behind threads that are blocked (a database call, a sleep, a slow upload), so a CPU-bound app runs on about one thread whatever the number, and an I/O-bound one on as many as it has requests blocked. Raise it when more requests than this block at once.",
+        doc: "The most Python threads serving at once (1-1024). Another thread is woken only when a request waits behind threads that are blocked (a database call, a sleep, a slow upload), so a CPU-bound app runs on about one thread whatever the number, and an I/O-bound one on as many as it has requests blocked. Raise it when more requests than this block at once. At shutdown the log's `Python threads:` line (info level) says how they served: requests started, wakes, and how long requests waited in the queue for a thread (mean and most).",
         wfastcgi: "New: wfastcgi ran one request at a time per process.",
         apply: Apply::Each(apply::threads),
     },
