@@ -2,12 +2,14 @@
 //! limit (as a shell's `ulimit -n` of 1,024, or less, leaves it): a soft limit too low for the
 //! connections asked for is raised, and more connections than the old limit are served at
 //! once; a hard limit too low is reported in words that name the setting, the limit and the fix.
+//! Started with a listening socket on fd 0 (spawn-fcgi's way), it makes room for its default.
 #![cfg(unix)]
 // rlim_t is u64 on Linux and macOS, not on every Unix.
 #![allow(clippy::unnecessary_cast)]
 
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
+use std::process::Command;
 
 use test_support::wfcgi::{wsgi_params, Wfcgi};
 use test_support::Client;
@@ -35,6 +37,23 @@ fn raise_own_limit() {
     unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
 }
 
+/// Makes `cmd` start with open-files limits `soft` and `hard`.
+fn limit_open_files(cmd: &mut Command, soft: u64, hard: u64) {
+    // SAFETY: setrlimit is async-signal-safe, and nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: soft as libc::rlim_t,
+                rlim_max: hard as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+}
+
 /// `wfcgi serve` of the test app with `args`, started with open-files limits `soft` and `hard`.
 fn serve_limited(args: &[&str], soft: u64, hard: u64) -> Wfcgi {
     let python = test_support::wfcgi::repo_path("python");
@@ -45,21 +64,7 @@ fn serve_limited(args: &[&str], soft: u64, hard: u64) -> Wfcgi {
         "testapp.app.application",
     ];
     all.extend_from_slice(args);
-    Wfcgi::serve_with(&all, &move |cmd| {
-        // SAFETY: setrlimit is async-signal-safe, and nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let limit = libc::rlimit {
-                    rlim_cur: soft as libc::rlim_t,
-                    rlim_max: hard as libc::rlim_t,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            })
-        };
-    })
+    Wfcgi::serve_with(&all, &move |cmd| limit_open_files(cmd, soft, hard))
 }
 
 /// The "Max open files" line of /proc/<pid>/limits: (soft, hard).
@@ -119,6 +124,29 @@ fn a_hard_limit_too_low_for_max_connections_is_reported_with_the_fix() {
     }
     assert_eq!(limits_of(w.pid()), ("600".to_string(), "600".to_string()));
     // It serves all the same.
+    let reply = w
+        .connect()
+        .request(1, &wsgi_params("GET", "/hello", ""), b"");
+    assert_eq!(reply.body(), b"Hello, World!");
+}
+
+#[test]
+fn a_listening_socket_on_fd_0_gets_room_for_the_default_connections() {
+    // spawn-fcgi and lighttpd start wfcgi this way; its server then has the default limits
+    // (1,024 connections), and the settings come only with the first request.
+    raise_own_limit();
+    let (_, own_hard) = own_limit();
+    let hard = own_hard.min(8192);
+    let python = test_support::wfcgi::repo_path("python");
+    let w = Wfcgi::with_listening_stdin(&[], &move |cmd| {
+        cmd.env("WFCGI_APP_DIR", &python)
+            .env("WSGI_HANDLER", "testapp.app.application");
+        limit_open_files(cmd, 512, hard);
+    });
+    w.wait_log(
+        "open-files limit raised from 512 to 1280 for serving up to 1024 connections on fd 0",
+    );
+    assert_eq!(limits_of(w.pid()), ("1280".to_string(), hard.to_string()));
     let reply = w
         .connect()
         .request(1, &wsgi_params("GET", "/hello", ""), b"");

@@ -267,7 +267,10 @@ fn serve(flags: &Flags, env: &Environment, cwd: &Path) -> ExitCode {
     }
     // A supervisor's workers inherit the limit it sets (each may hold --max-connections).
     #[cfg(unix)]
-    limits::make_room(settings.server.max_connections);
+    limits::make_room(
+        settings.server.max_connections,
+        limits::Connections::Setting,
+    );
 
     if let Some(restart) = settings.restart_files.as_ref().filter(|r| r.explicit) {
         if supervised.is_none() {
@@ -437,6 +440,13 @@ fn serve_stdin(flags: Flags, env: Environment, cwd: PathBuf) -> ExitCode {
             Some((&logging, None)),
         );
     }
+    // A listening socket on fd 0 (spawn-fcgi, lighttpd) is served with the
+    // default limits (a supervisor's workers inherit it).
+    #[cfg(unix)]
+    limits::make_room(
+        fastcgi::ServerConfig::default().max_connections,
+        limits::Connections::Stdin,
+    );
     #[cfg(unix)]
     if let Some(code) = supervise_stdin_if_asked(&flags, &env, &cwd, &logging) {
         return code;

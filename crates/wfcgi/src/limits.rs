@@ -9,7 +9,9 @@
 //! A process may raise its soft limit up to its hard limit. wfcgi raises it to what
 //! `--max-connections` needs, [`RESERVED`] included, and no further: the programs the app starts
 //! inherit it, and code that still uses `select()` fails on descriptors past 1,023. When the hard
-//! limit is lower than that, a warning names the setting, the limit and the fix.
+//! limit is lower than that, a warning names the setting, the limit and the fix. Stdin mode
+//! (a socket on fd 0) serves with the server's default limits, its settings coming only with the
+//! first request: it makes room for the default 1,024 connections.
 //!
 //! Unix only: on Windows sockets are not counted against such a limit.
 
@@ -35,26 +37,44 @@ fn plan(soft: u64, hard: u64, needed: u64) -> Option<u64> {
     (soft < needed && soft < hard).then(|| needed.min(hard))
 }
 
+/// Where the connection count comes from, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Connections {
+    /// `--max-connections` (`wfcgi serve`).
+    Setting,
+    /// The default that stdin mode serves its socket with (the settings come at the first
+    /// request, after the server has started).
+    Stdin,
+}
+
 /// Raises the soft open-files limit to what `max_connections` connections need, up to the hard
 /// limit, and logs what it did: at info level when it raised it, a warning when even the hard
 /// limit is too low.
-pub(crate) fn make_room(max_connections: usize) -> Room {
+pub(crate) fn make_room(max_connections: usize, source: Connections) -> Room {
     let room = raise(max_connections as u64 + RESERVED);
+    let what = match source {
+        Connections::Setting => {
+            format!("--max-connections {max_connections} (WFCGI_MAX_CONNECTIONS)")
+        }
+        Connections::Stdin => format!("serving up to {max_connections} connections on fd 0"),
+    };
     match room {
         Room::Enough => {}
-        Room::Raised { from, to } => tracing::info!(
-            "open-files limit raised from {from} to {to} for --max-connections \
-             {max_connections} (WFCGI_MAX_CONNECTIONS)"
-        ),
+        Room::Raised { from, to } => {
+            tracing::info!("open-files limit raised from {from} to {to} for {what}")
+        }
         Room::Short { limit, needed } => {
             let fits = limit.saturating_sub(RESERVED).max(1);
+            let or_lower = match source {
+                Connections::Setting => format!(", or lower --max-connections to {fits}"),
+                Connections::Stdin => String::new(),
+            };
             tracing::warn!(
-                "--max-connections {max_connections} (WFCGI_MAX_CONNECTIONS) needs about \
-                 {needed} open files, but this process may open {limit} (its hard limit, \
-                 `ulimit -Hn`): past about {fits} connections, accepting fails with \"too many \
-                 open files\" and new connections wait. Fix: raise the hard limit where wfcgi is \
-                 started (LimitNOFILE= in a systemd unit, `ulimit -Hn` in the script that \
-                 starts it), or lower --max-connections to {fits}"
+                "{what} needs about {needed} open files, but this process may open {limit} \
+                 (its hard limit, `ulimit -Hn`): past about {fits} connections, accepting fails \
+                 with \"too many open files\" and new connections wait. Fix: raise the hard \
+                 limit where wfcgi is started (LimitNOFILE= in a systemd unit, `ulimit -Hn` in \
+                 the script that starts it){or_lower}"
             );
         }
     }

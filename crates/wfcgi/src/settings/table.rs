@@ -423,7 +423,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
         flag: flag("--max-connections", "N"),
         default: Default::Value("1024"),
         help: "FastCGI connections open at once; more wait in the listen backlog",
-        doc: "FastCGI connections open at once (1-1000000); more wait in the listen backlog (never unbounded memory). Also answered as `FCGI_MAX_CONNS` to `FCGI_GET_VALUES`. On Unix, `wfcgi serve` raises its open-files soft limit (`ulimit -n`) to this plus 256 if it is lower, up to the hard limit, and warns with the fix when the hard limit is lower still.",
+        doc: "FastCGI connections open at once (1-1000000); more wait in the listen backlog (never unbounded memory). Also answered as `FCGI_MAX_CONNS` to `FCGI_GET_VALUES`. On Unix, `wfcgi serve` raises its open-files soft limit (`ulimit -n`) to this plus 256 if it is lower, up to the hard limit, and warns with the fix when the hard limit is lower still; a process serving the socket on fd 0 does the same for the default 1,024, which is what its server uses.",
         wfastcgi: "New (wfastcgi served one).",
         apply: Apply::Each(apply::max_connections),
     },
