@@ -67,6 +67,12 @@ fn serve_limited(args: &[&str], soft: u64, hard: u64) -> Wfcgi {
     Wfcgi::serve_with(&all, &move |cmd| limit_open_files(cmd, soft, hard))
 }
 
+/// Waits for `needle` in `w`'s log (up to 10 s) and fails with the log if it never comes.
+fn assert_logged(w: &Wfcgi, needle: &str) {
+    let log = w.wait_log(needle);
+    assert!(log.contains(needle), "{needle:?} not in:\n{log}");
+}
+
 /// The "Max open files" line of /proc/<pid>/limits: (soft, hard).
 fn limits_of(pid: u32) -> (String, String) {
     let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
@@ -94,7 +100,10 @@ fn a_soft_limit_too_low_for_max_connections_is_raised_and_the_connections_are_se
         "the soft limit is raised to 2,000 connections + 256, no further; log:\n{}",
         w.log()
     );
-    w.wait_log("open-files limit raised from 512 to 2256 for --max-connections 2000");
+    assert_logged(
+        &w,
+        "open-files limit raised from 512 to 2256 for --max-connections 2000",
+    );
 
     // More connections held at once than the old soft limit allowed descriptors.
     let params = wsgi_params("GET", "/hello", "");
@@ -143,10 +152,37 @@ fn a_listening_socket_on_fd_0_gets_room_for_the_default_connections() {
             .env("WSGI_HANDLER", "testapp.app.application");
         limit_open_files(cmd, 512, hard);
     });
-    w.wait_log(
+    assert_logged(
+        &w,
         "open-files limit raised from 512 to 1280 for serving up to 1024 connections on fd 0",
     );
     assert_eq!(limits_of(w.pid()), ("1280".to_string(), hard.to_string()));
+    let reply = w
+        .connect()
+        .request(1, &wsgi_params("GET", "/hello", ""), b"");
+    assert_eq!(reply.body(), b"Hello, World!");
+}
+
+#[test]
+fn a_supervisor_on_fd_0_makes_room_for_its_workers_max_connections() {
+    // With WFCGI_PROCESSES the settings are read at start, and the workers apply
+    // WFCGI_MAX_CONNECTIONS: the supervisor makes room for it, and they inherit the limit.
+    raise_own_limit();
+    let (_, own_hard) = own_limit();
+    let hard = own_hard.min(8192);
+    let python = test_support::wfcgi::repo_path("python");
+    let w = Wfcgi::with_listening_stdin(&[], &move |cmd| {
+        cmd.env("WFCGI_APP_DIR", &python)
+            .env("WSGI_HANDLER", "testapp.app.application")
+            .env("WFCGI_PROCESSES", "1")
+            .env("WFCGI_MAX_CONNECTIONS", "2000");
+        limit_open_files(cmd, 512, hard);
+    });
+    assert_logged(
+        &w,
+        "open-files limit raised from 512 to 2256 for --max-connections 2000",
+    );
+    assert_eq!(limits_of(w.pid()), ("2256".to_string(), hard.to_string()));
     let reply = w
         .connect()
         .request(1, &wsgi_params("GET", "/hello", ""), b"");

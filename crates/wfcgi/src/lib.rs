@@ -440,17 +440,16 @@ fn serve_stdin(flags: Flags, env: Environment, cwd: PathBuf) -> ExitCode {
             Some((&logging, None)),
         );
     }
-    // A listening socket on fd 0 (spawn-fcgi, lighttpd) is served with the
-    // default limits (a supervisor's workers inherit it).
+    #[cfg(unix)]
+    if let Some(code) = supervise_stdin_if_asked(&flags, &env, &cwd, &logging) {
+        return code;
+    }
+    // A listening socket on fd 0 (spawn-fcgi, lighttpd) is served here with the default limits.
     #[cfg(unix)]
     limits::make_room(
         fastcgi::ServerConfig::default().max_connections,
         limits::Connections::Stdin,
     );
-    #[cfg(unix)]
-    if let Some(code) = supervise_stdin_if_asked(&flags, &env, &cwd, &logging) {
-        return code;
-    }
     // The settings are read at the first request (web.config's place comes with it): the
     // default now, and the policy they name once they are read (`BridgeStarter`).
     let runtime = match build_runtime(&logging, sched::Policy::Batch) {
@@ -532,6 +531,11 @@ fn supervise_stdin_if_asked(
     if let Err(message) = report_settings(logging, &settings, web_config.as_ref(), &app_dir) {
         return Some(startup_failure(&message, Some((logging, None))));
     }
+    // Its workers serve with the settings' limits, and inherit this.
+    limits::make_room(
+        settings.server.max_connections,
+        limits::Connections::Setting,
+    );
     Some(match supervisor::run(&settings, processes, Some(fd)) {
         Ok(code) => ExitCode::from(code),
         Err(message) => startup_failure(&message, Some((logging, None))),

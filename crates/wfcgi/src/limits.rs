@@ -10,8 +10,9 @@
 //! `--max-connections` needs, [`RESERVED`] included, and no further: the programs the app starts
 //! inherit it, and code that still uses `select()` fails on descriptors past 1,023. When the hard
 //! limit is lower than that, a warning names the setting, the limit and the fix. Stdin mode
-//! (a socket on fd 0) serves with the server's default limits, its settings coming only with the
-//! first request: it makes room for the default 1,024 connections.
+//! (a socket on fd 0) in one process serves with the server's default limits, its settings
+//! coming only with the first request: it makes room for the default 1,024 connections. With
+//! `WFCGI_PROCESSES`, whose workers read the settings at start, it makes room for the setting.
 //!
 //! Unix only: on Windows sockets are not counted against such a limit.
 
