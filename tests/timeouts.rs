@@ -104,7 +104,8 @@ fn sigusr1_logs_the_stack_of_each_running_request_and_stops_nothing() {
     assert!(log.contains(&sleep_frame()), "{log}");
     assert_eq!(slow.join().unwrap(), 200);
     w.signal(libc::SIGUSR1);
-    w.wait_log("no request is running");
+    let log = w.wait_log("no request is running");
+    assert!(log.contains("no request is running"), "{log}");
     assert_eq!(Wfcgi::code(w.stop(libc::SIGTERM)), 0, "{}", w.log());
 }
 

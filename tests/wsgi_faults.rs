@@ -419,7 +419,11 @@ fn the_web_servers_request_id_is_used_on_the_page_and_in_the_log() {
     assert_eq!(r.status, 500, "{}", r.text());
     assert_eq!(r.header("X-Request-Id"), Some("edge-7f3a"));
     assert!(r.text().contains("Request id: edge-7f3a"), "{}", r.text());
-    w.wait_log("request{id=edge-7f3a}: wsgi::response");
+    let log = w.wait_log("request{id=edge-7f3a}: wsgi::response");
+    assert!(
+        log.contains("request{id=edge-7f3a}: wsgi::response"),
+        "{log}"
+    );
     // A value that could not go into a header or a log line unescaped is replaced.
     let mut c = w.connect();
     let reply = request(
