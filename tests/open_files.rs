@@ -26,8 +26,10 @@ fn own_limit() -> (u64, u64) {
     (limit.rlim_cur as u64, limit.rlim_max as u64)
 }
 
-/// This test process may hold as many sockets as its hard limit allows.
-fn raise_own_limit() {
+/// Raises this test process's soft limit to its hard one (it may hold as many sockets as that
+/// allows), and returns the hard limit the servers are started with: this machine's, at most
+/// 8,192.
+fn raise_own_limit() -> u64 {
     let (_, hard) = own_limit();
     let limit = libc::rlimit {
         rlim_cur: hard as libc::rlim_t,
@@ -35,6 +37,7 @@ fn raise_own_limit() {
     };
     // SAFETY: setrlimit reads the struct it is given.
     unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    hard.min(8192)
 }
 
 /// Makes `cmd` start with open-files limits `soft` and `hard`.
@@ -56,15 +59,27 @@ fn limit_open_files(cmd: &mut Command, soft: u64, hard: u64) {
 
 /// `wfcgi serve` of the test app with `args`, started with open-files limits `soft` and `hard`.
 fn serve_limited(args: &[&str], soft: u64, hard: u64) -> Wfcgi {
+    Wfcgi::serve_testapp_with(args, &move |cmd| limit_open_files(cmd, soft, hard))
+}
+
+/// `wfcgi` with a listening socket on fd 0 (spawn-fcgi's way), the test app named in the
+/// environment with `env` beside it, started with open-files limits `soft` and `hard`.
+fn stdin_limited(env: &[(&str, &str)], soft: u64, hard: u64) -> Wfcgi {
     let python = test_support::wfcgi::repo_path("python");
-    let mut all = vec![
-        "--app-dir",
-        python.to_str().unwrap(),
-        "--handler",
-        "testapp.app.application",
-    ];
-    all.extend_from_slice(args);
-    Wfcgi::serve_with(&all, &move |cmd| limit_open_files(cmd, soft, hard))
+    Wfcgi::with_listening_stdin(&[], &move |cmd| {
+        cmd.env("WFCGI_APP_DIR", &python)
+            .env("WSGI_HANDLER", "testapp.app.application")
+            .envs(env.iter().copied());
+        limit_open_files(cmd, soft, hard);
+    })
+}
+
+/// `w` answers `/hello`.
+fn assert_serves(w: &Wfcgi) {
+    let reply = w
+        .connect()
+        .request(1, &wsgi_params("GET", "/hello", ""), b"");
+    assert_eq!(reply.body(), b"Hello, World!");
 }
 
 /// Waits for `needle` in `w`'s log (up to 10 s) and fails with the log if it never comes.
@@ -86,12 +101,10 @@ fn limits_of(pid: u32) -> (String, String) {
 
 #[test]
 fn a_soft_limit_too_low_for_max_connections_is_raised_and_the_connections_are_served() {
-    raise_own_limit();
-    let (_, own_hard) = own_limit();
-    let hard = own_hard.min(8192);
+    let hard = raise_own_limit();
     assert!(
         hard >= 2256,
-        "this machine's hard limit ({own_hard}) is too low for the test"
+        "this machine's hard limit ({hard}) is too low for the test"
     );
     let w = serve_limited(&["--max-connections", "2000"], 512, hard);
     assert_eq!(
@@ -133,58 +146,37 @@ fn a_hard_limit_too_low_for_max_connections_is_reported_with_the_fix() {
     }
     assert_eq!(limits_of(w.pid()), ("600".to_string(), "600".to_string()));
     // It serves all the same.
-    let reply = w
-        .connect()
-        .request(1, &wsgi_params("GET", "/hello", ""), b"");
-    assert_eq!(reply.body(), b"Hello, World!");
+    assert_serves(&w);
 }
 
 #[test]
 fn a_listening_socket_on_fd_0_gets_room_for_the_default_connections() {
     // spawn-fcgi and lighttpd start wfcgi this way; its server then has the default limits
     // (1,024 connections), and the settings come only with the first request.
-    raise_own_limit();
-    let (_, own_hard) = own_limit();
-    let hard = own_hard.min(8192);
-    let python = test_support::wfcgi::repo_path("python");
-    let w = Wfcgi::with_listening_stdin(&[], &move |cmd| {
-        cmd.env("WFCGI_APP_DIR", &python)
-            .env("WSGI_HANDLER", "testapp.app.application");
-        limit_open_files(cmd, 512, hard);
-    });
+    let hard = raise_own_limit();
+    let w = stdin_limited(&[], 512, hard);
     assert_logged(
         &w,
         "open-files limit raised from 512 to 1280 for serving up to 1024 connections on fd 0",
     );
     assert_eq!(limits_of(w.pid()), ("1280".to_string(), hard.to_string()));
-    let reply = w
-        .connect()
-        .request(1, &wsgi_params("GET", "/hello", ""), b"");
-    assert_eq!(reply.body(), b"Hello, World!");
+    assert_serves(&w);
 }
 
 #[test]
 fn a_supervisor_on_fd_0_makes_room_for_its_workers_max_connections() {
     // With WFCGI_PROCESSES the settings are read at start, and the workers apply
     // WFCGI_MAX_CONNECTIONS: the supervisor makes room for it, and they inherit the limit.
-    raise_own_limit();
-    let (_, own_hard) = own_limit();
-    let hard = own_hard.min(8192);
-    let python = test_support::wfcgi::repo_path("python");
-    let w = Wfcgi::with_listening_stdin(&[], &move |cmd| {
-        cmd.env("WFCGI_APP_DIR", &python)
-            .env("WSGI_HANDLER", "testapp.app.application")
-            .env("WFCGI_PROCESSES", "1")
-            .env("WFCGI_MAX_CONNECTIONS", "2000");
-        limit_open_files(cmd, 512, hard);
-    });
+    let hard = raise_own_limit();
+    let w = stdin_limited(
+        &[("WFCGI_PROCESSES", "1"), ("WFCGI_MAX_CONNECTIONS", "2000")],
+        512,
+        hard,
+    );
     assert_logged(
         &w,
         "open-files limit raised from 512 to 2256 for --max-connections 2000",
     );
     assert_eq!(limits_of(w.pid()), ("2256".to_string(), hard.to_string()));
-    let reply = w
-        .connect()
-        .request(1, &wsgi_params("GET", "/hello", ""), b"");
-    assert_eq!(reply.body(), b"Hello, World!");
+    assert_serves(&w);
 }

@@ -165,6 +165,11 @@ impl Wfcgi {
     /// Panics (with the log) if the process exits first.
     /// `wfcgi serve` of python/testapp, with `extra` flags.
     pub fn serve_testapp(extra: &[&str]) -> Wfcgi {
+        Self::serve_testapp_with(extra, &no_config)
+    }
+
+    /// [`Wfcgi::serve_testapp`], with `configure` applied to the command.
+    pub fn serve_testapp_with(extra: &[&str], configure: Configure) -> Wfcgi {
         let python = repo_path("python");
         let mut args = vec![
             "--app-dir",
@@ -173,7 +178,7 @@ impl Wfcgi {
             "testapp.app.application",
         ];
         args.extend_from_slice(extra);
-        Wfcgi::serve(&args)
+        Wfcgi::serve_with(&args, configure)
     }
 
     pub fn serve(args: &[&str]) -> Wfcgi {
